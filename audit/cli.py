@@ -1,0 +1,100 @@
+"""The `madaudit` command line. Commands only parse options and call plain functions.
+
+Exit codes: 0 success, 2 usage or configuration error, 3 input or runtime error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from audit import __version__
+
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+
+
+class InputError(click.ClickException):
+    """Bad or unusable input (nothing readable, weights missing): exit code 3."""
+
+    exit_code = EXIT_INPUT
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="madaudit")
+def main() -> None:
+    """Audit a candidate training set against a trusted real reference set: how much is
+    synthetic, how faithful and diverse it is, and how fast it would go MAD if reused."""
+
+
+def model_options(f):
+    """Options shared by every command that may embed images."""
+    from audit.embedding import DEFAULT_MODEL, DEFAULT_PRETRAINED
+
+    options = [
+        click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help="open_clip architecture name, a model-config .json, or hf-hub:/local-dir: name."),
+        click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True,
+                     help="open_clip pretrained tag, a local checkpoint file, or 'random' (untrained, tests only)."),
+        click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N."),
+        click.option("--offline", is_flag=True, help="Never download weights; use local files and caches only."),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1)),
+        click.option("--workers", default=None, type=click.IntRange(min=0),
+                     help="Decoding worker processes [default: number of CPU cores, at most 8]."),
+        click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Embedding cache file [default: $MADAUDIT_CACHE or ~/.cache/madaudit/embeddings.sqlite]."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (img_emb/*.npy, metadata/*.parquet, skipped.csv, madaudit.json).")
+@model_options
+def embed(folder, out, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
+    """Embed every image under FOLDER (recursively) with CLIP and write them to --out."""
+    from audit.embedding import embed_folder, save_embed_result
+    from audit.store import EmbeddingStore, default_cache_path
+
+    if not folder.exists():
+        raise InputError(f"folder not found: {folder}")
+    if not folder.is_dir():
+        raise InputError(f"not a folder: {folder}")
+    with EmbeddingStore(cache_path or default_cache_path()) as store:
+        embedder = _load_embedder(model, pretrained, device, offline, store)
+        result = embed_folder(folder, embedder, store, batch_size=batch_size, workers=workers,
+                              progress=None if not quiet else False)
+    save_embed_result(result, out, str(folder))
+    counts = result.counts
+    click.echo(
+        f"{len(result.keys)} embedded vectors written to {out} "
+        f"({counts['embedded']} newly embedded, {counts['from_cache']} from cache, "
+        f"{counts['unreadable']} unreadable, {len(result.skipped) - counts['unreadable']} ignored)"
+    )
+    for reason in sorted(k for k in counts if k.startswith("skipped_")):
+        click.echo(f"  {reason.removeprefix('skipped_')}: {counts[reason]}")
+    if not result.keys:
+        raise InputError(f"no readable images under {folder} (see {out / 'skipped.csv'})")
+
+
+def _load_embedder(model, pretrained, device, offline, store):
+    from audit.embedding import ModelNotFound, WeightsUnavailable, load_embedder
+
+    try:
+        return load_embedder(model, pretrained, device, allow_download=False if offline else None, store=store)
+    except ModelNotFound as exc:
+        raise click.UsageError(str(exc)) from None
+    except WeightsUnavailable as exc:
+        raise InputError(str(exc)) from None
+    except ValueError as exc:  # e.g. cuda requested without CUDA
+        raise click.UsageError(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

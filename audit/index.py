@@ -1,0 +1,109 @@
+"""Index: a thin wrapper over FAISS for exact k-nearest-neighbour search.
+
+FAISS L2 indexes return *squared* distances computed as |q|^2 + |x|^2 - 2 q.x, which loses
+precision near zero (an exact duplicate can come back as 1e-7, i.e. a distance of 3e-4 after the
+square root). This wrapper therefore uses FAISS to find the neighbours and recomputes the returned
+distances directly as |q - x|, then re-sorts: the distances are exact Euclidean
+distances, exact duplicates are at 0.0, which the `<=` ball membership of the metrics relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+DEFAULT_QUERY_BATCH = 4096
+_GATHER_FLOATS = 1 << 24
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """k nearest neighbours per query: `distances` (n, k) float64 Euclidean, ascending;
+    `indices` (n, k) int64 rows of the indexed set."""
+
+    distances: np.ndarray
+    indices: np.ndarray
+
+
+def as_float32_matrix(x: np.ndarray, name: str = "x") -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class ExactIndex:
+    """Exact (brute-force) Euclidean k-NN over `vectors` (n, d). `exact` is always True here;
+    approximate indexes, when added, say so through the same attribute."""
+
+    exact = True
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = as_float32_matrix(vectors, "vectors")
+        self._index = faiss.IndexFlatL2(self.vectors.shape[1])
+        self._index.add(self.vectors)
+
+    @property
+    def ntotal(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def search(self, queries: np.ndarray, k: int, batch_size: int = DEFAULT_QUERY_BATCH) -> Neighbors:
+        """The k nearest indexed vectors to each query (queries are another set)."""
+        queries = as_float32_matrix(queries, "queries")
+        self._check(queries, k, k)
+        return self._search(queries, k, batch_size, exclude_self=False)
+
+    def self_search(self, k: int, batch_size: int = DEFAULT_QUERY_BATCH) -> Neighbors:
+        """The k nearest *other* indexed vectors to each indexed vector (self excluded by row,
+        so an exact duplicate still counts as a neighbour at distance 0)."""
+        self._check(self.vectors, k, k + 1)
+        return self._search(self.vectors, k, batch_size, exclude_self=True)
+
+    def _check(self, queries: np.ndarray, k: int, needed: int) -> None:
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"queries have dimension {queries.shape[1]}, index has {self.dim}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if needed > self.ntotal:
+            raise ValueError(f"k={k} needs at least {needed} indexed vectors, have {self.ntotal}")
+
+    def _search(self, queries: np.ndarray, k: int, batch_size: int, exclude_self: bool) -> Neighbors:
+        n = queries.shape[0]
+        distances = np.empty((n, k), dtype=np.float64)
+        indices = np.empty((n, k), dtype=np.int64)
+        fetch = k + 1 if exclude_self else k
+        # Bound the (rows, fetch, d) gather of the distance refinement to about 64 MB.
+        batch_size = max(1, min(batch_size, _GATHER_FLOATS // (fetch * self.dim)))
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            block = queries[start:stop]
+            _, idx = self._index.search(block, fetch)
+            if exclude_self:
+                idx = _drop_self(idx, np.arange(start, stop))
+            dist = self._exact_distances(block, idx)
+            order = np.argsort(dist, axis=1, kind="stable")
+            distances[start:stop] = np.take_along_axis(dist, order, axis=1)
+            indices[start:stop] = np.take_along_axis(idx, order, axis=1)
+        return Neighbors(distances, indices)
+
+    def _exact_distances(self, block: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        # Direct differences: exact duplicates give exactly 0, unlike the norm expansion.
+        diff = self.vectors[idx] - block[:, None, :]
+        return np.sqrt(np.einsum("nkd,nkd->nk", diff, diff, dtype=np.float64))
+
+
+def _drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """From (n, k+1) neighbour lists, remove each row's own index; where self is absent (more
+    than k exact duplicates tie at distance 0), drop the last entry instead."""
+    is_self = idx == rows[:, None]
+    absent = ~is_self.any(axis=1)
+    is_self[absent, -1] = True
+    return idx[~is_self].reshape(idx.shape[0], idx.shape[1] - 1)

@@ -1,0 +1,1 @@
+"""Synthetic-fraction estimators (supervised probe and unsupervised mixture-proportion estimation)."""
