@@ -123,28 +123,28 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise DecodeFailure(TOO_MANY_PIXELS, str(exc)) from None
-        except Image.UnidentifiedImageError:
-            raise DecodeFailure(NOT_AN_IMAGE, "not a recognised image format") from None
-        except Exception as exc:  # PIL raises many types on garbage headers
-            raise DecodeFailure(DECODE_ERROR, f"{type(exc).__name__}: {exc}") from None
-        width, height = img.size
-        if width * height > max_pixels:
-            raise DecodeFailure(TOO_MANY_PIXELS, f"{width}x{height} exceeds {max_pixels} pixels")
-        if width == 0 or height == 0:
-            raise DecodeFailure(DECODE_ERROR, f"zero-sized image {width}x{height}")
-        try:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DecodeFailure(TOO_MANY_PIXELS, f"{width}x{height} exceeds {max_pixels} pixels")
+            if width == 0 or height == 0:
+                raise DecodeFailure(DECODE_ERROR, f"zero-sized image {width}x{height}")
             img.load()
             return img.convert("RGB")
-        except Image.DecompressionBombError as exc:
-            raise DecodeFailure(TOO_MANY_PIXELS, str(exc)) from None
-        except OSError as exc:
-            message = str(exc)
-            reason = TRUNCATED if "truncated" in message.lower() else DECODE_ERROR
-            raise DecodeFailure(reason, message) from None
-        except Exception as exc:
-            raise DecodeFailure(DECODE_ERROR, f"{type(exc).__name__}: {exc}") from None
+        except DecodeFailure:
+            raise
+        except Exception as exc:  # PIL raises many types on bad data
+            raise _classify(exc) from None
+
+
+def _classify(exc: Exception) -> DecodeFailure:
+    if isinstance(exc, Image.DecompressionBombError):
+        return DecodeFailure(TOO_MANY_PIXELS, str(exc))
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return DecodeFailure(NOT_AN_IMAGE, "not a recognised image format")
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (OSError, SyntaxError, EOFError)) and "truncated" in message.lower():
+        return DecodeFailure(TRUNCATED, message)
+    return DecodeFailure(DECODE_ERROR, message)
 
 
 def read_bytes(path: str) -> bytes:

@@ -1,0 +1,136 @@
+"""The `madaudit` command as a user runs it (in-process via click, and as real processes)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import huggingface_hub
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from audit import __version__
+from audit.cli import main
+from audit.embedding_files import load_embeddings
+from audit.store import EmbeddingStore
+from conftest import write_images
+
+
+def run_cli(*args, env=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_version_and_help():
+    code, out = run_cli("--version")
+    assert code == 0 and __version__ in out
+    code, out = run_cli("--help")
+    assert code == 0 and "embed" in out
+    proc = subprocess.run([sys.executable, "-m", "audit", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_embed_writes_clip_retrieval_layout(tmp_path, tiny_config, cache_path):
+    keys = write_images(tmp_path / "imgs", 5)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"nope")
+    out = tmp_path / "out"
+    code, output = run_cli("embed", tmp_path / "imgs", "--out", out, "--model", tiny_config,
+                           "--pretrained", "random", "--cache", cache_path, "--workers", "1", "-q")
+    assert code == 0, output
+    assert "5 embedded vectors" in output and "5 newly embedded" in output and "1 unreadable" in output
+
+    vectors = np.load(out / "img_emb" / "img_emb_0.npy")
+    assert vectors.dtype == np.float32 and vectors.shape == (5, 32)
+    meta = pq.read_table(out / "metadata" / "metadata_0.parquet").to_pydict()
+    assert meta["key"] == keys and len(meta["sha256"][0]) == 64
+    assert meta["width"] == [40] * 5 and meta["height"] == [48] * 5
+    with open(out / "skipped.csv") as fh:
+        assert list(csv.DictReader(fh)) == [{"key": "broken.png", "reason": "not_an_image",
+                                             "detail": "not a recognised image format"}]
+    manifest = json.loads((out / "madaudit.json").read_text())
+    assert manifest["count"] == 5 and manifest["model"]["architecture"]["name"] == "tiny-clip-test"
+
+    loaded = load_embeddings(out)
+    assert loaded.keys == keys
+    np.testing.assert_array_equal(loaded.vectors, vectors)
+
+    code, output = run_cli("embed", tmp_path / "imgs", "--out", out, "--model", tiny_config,
+                           "--pretrained", "random", "--cache", cache_path, "-q")
+    assert code == 0 and "0 newly embedded, 5 from cache" in output
+
+
+def test_embed_errors_have_exit_codes(tmp_path, tiny_config, cache_path, monkeypatch):
+    code, output = run_cli("embed", tmp_path / "missing", "--out", tmp_path / "o", "--cache", cache_path)
+    assert code == 3 and "folder not found" in output
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    code, output = run_cli("embed", tmp_path / "empty", "--out", tmp_path / "o", "--model", tiny_config,
+                           "--pretrained", "random", "--cache", cache_path)
+    assert code == 3 and "no readable images" in output
+    code, output = run_cli("embed", tmp_path / "empty", "--out", tmp_path / "o", "--model", "No-Such-Model",
+                           "--cache", cache_path)
+    assert code == 2 and "unknown open_clip model" in output
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "no-weights-here"))
+    code, output = run_cli("embed", tmp_path / "empty", "--out", tmp_path / "o", "--cache", cache_path, "--offline")
+    assert code == 3 and "laion2b_s34b_b79k" in output and "--pretrained" in output
+    code, output = run_cli("embed", tmp_path / "empty")
+    assert code == 2 and "--out" in output
+
+
+def cli_process(folder, out, config, cache, batch_size=2):
+    cmd = [sys.executable, "-m", "audit", "embed", str(folder), "--out", str(out), "--model", config,
+           "--pretrained", "random", "--cache", str(cache), "--batch-size", str(batch_size), "--workers", "1", "-q"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def embedded_count(output: str) -> int:
+    return int(output.split("(")[1].split(" newly embedded")[0])
+
+
+def test_killed_run_resumes_from_committed_batches(tmp_path, tiny_config, cache_path):
+    folder = tmp_path / "imgs"
+    write_images(folder, 120)
+    proc = cli_process(folder, tmp_path / "out", tiny_config, cache_path, batch_size=2)
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache_path.exists():
+            try:
+                with EmbeddingStore(cache_path) as store:
+                    committed = store.count_embeddings()
+            except Exception:
+                committed = 0
+            if committed >= 4:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with EmbeddingStore(cache_path) as store:
+        assert store.integrity_ok()
+        committed = store.count_embeddings()
+    assert committed >= 4
+
+    resumed = cli_process(folder, tmp_path / "out", tiny_config, cache_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert embedded_count(out) == 120 - committed  # committed batches are not redone
+    assert len(load_embeddings(tmp_path / "out").keys) == 120
+
+
+def test_two_processes_share_one_cache(tmp_path, tiny_config, cache_path):
+    folder = tmp_path / "imgs"
+    write_images(folder, 40)
+    procs = [cli_process(folder, tmp_path / f"out{i}", tiny_config, cache_path) for i in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    with EmbeddingStore(cache_path) as store:
+        assert store.integrity_ok()
+        assert store.count_embeddings() == 40
+    a, b = load_embeddings(tmp_path / "out0"), load_embeddings(tmp_path / "out1")
+    assert a.keys == b.keys
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from audit.index import ExactIndex
+
+
+def brute_force_knn(queries, data, k, exclude_self=False):
+    """Reference: all pairwise Euclidean distances in float64, stable sort."""
+    d = np.sqrt(((queries[:, None, :].astype(np.float64) - data[None, :, :]) ** 2).sum(-1))
+    if exclude_self:
+        np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, idx, axis=1), idx
+
+
+@pytest.fixture()
+def data():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((500, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = rng.standard_normal((300, 24)).astype(np.float32)
+    return x, q
+
+
+@pytest.mark.parametrize("batch_size", [4096, 7])
+def test_search_matches_brute_force(data, batch_size):
+    x, q = data
+    got = ExactIndex(x).search(q, k=5, batch_size=batch_size)
+    ref_d, ref_i = brute_force_knn(q, x, 5)
+    np.testing.assert_array_equal(got.indices, ref_i)
+    np.testing.assert_allclose(got.distances, ref_d, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [4096, 13])
+def test_self_search_excludes_self(data, batch_size):
+    x, _ = data
+    got = ExactIndex(x).self_search(k=5, batch_size=batch_size)
+    ref_d, ref_i = brute_force_knn(x, x, 5, exclude_self=True)
+    np.testing.assert_array_equal(got.indices, ref_i)
+    np.testing.assert_allclose(got.distances, ref_d, rtol=0, atol=1e-5)
+    assert not (got.indices == np.arange(len(x))[:, None]).any()
+
+
+def test_exact_duplicates_are_at_distance_zero():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((50, 16)).astype(np.float32) * 10 + 3  # large norms: expansion error would show
+    x[7] = x[3]
+    got = ExactIndex(x).self_search(k=3)
+    assert got.distances[3, 0] == 0.0 and got.indices[3, 0] == 7
+    assert got.distances[7, 0] == 0.0 and got.indices[7, 0] == 3
+    ref_d, _ = brute_force_knn(x, x, 3, exclude_self=True)
+    np.testing.assert_allclose(got.distances, ref_d, rtol=1e-6, atol=0)
+
+
+def test_many_duplicates_self_search_distances():
+    x = np.zeros((6, 4), dtype=np.float32)  # more copies than k+1: self may not be returned
+    x[5] = 1.0
+    got = ExactIndex(x).self_search(k=2)
+    assert np.all(got.distances[:5] == 0.0)
+    for i in range(5):
+        assert i not in got.indices[i]
+    np.testing.assert_allclose(got.distances[5], [2.0, 2.0])
+
+
+def test_input_validation():
+    x = np.ones((4, 3), dtype=np.float32)
+    index = ExactIndex(x)
+    with pytest.raises(ValueError, match="dimension"):
+        index.search(np.ones((2, 5)), k=1)
+    with pytest.raises(ValueError, match="at least"):
+        index.self_search(k=4)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(x, k=0)
+    with pytest.raises(ValueError, match="NaN"):
+        ExactIndex(np.array([[np.nan, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="2-D"):
+        ExactIndex(np.ones(3))
