@@ -70,7 +70,7 @@ class ModelSpec:
 
 @dataclass
 class Embedder:
-    """An open_clip image tower, built on first use, with its eval transform and identity."""
+    """An open_clip image tower (`model`, built on first use), its eval transform and identity."""
 
     spec: ModelSpec
     device: str = "auto"
@@ -128,16 +128,19 @@ class Embedder:
             built = _jsonable(model.visual.preprocess_cfg)
             if built != _jsonable(self.spec.preprocess_cfg):  # the identity must describe what runs
                 raise RuntimeError(f"open_clip preprocessing {built} differs from the predicted {self.spec.preprocess_cfg}")
-            self._model = model.eval()
+            # Keep the image tower only: the text tower is a third of ViT-B-32's memory, unused here.
+            self._model = model.visual.eval()
         return self._model
 
     def embed_tensors(self, images) -> np.ndarray:
         """(n, 3, H, W) preprocessed image tensor -> (n, dim) float32, L2-normalised."""
         import torch
 
-        model = self.model
+        visual = self.model
         with torch.inference_mode():
-            features = model.encode_image(images.to(self.torch_device, non_blocking=True))
+            features = visual(images.to(self.torch_device, non_blocking=True))
+            if isinstance(features, tuple):  # CoCa's tower returns (pooled, tokens), as in CoCa.encode_image
+                features = features[0]
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
 

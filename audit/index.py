@@ -1,10 +1,11 @@
 """Index: a thin wrapper over FAISS for exact k-nearest-neighbour search.
 
-FAISS L2 indexes return *squared* distances computed as |q|^2 + |x|^2 - 2 q.x, which loses
-precision near zero (an exact duplicate can come back as 1e-7, i.e. a distance of 3e-4 after the
-square root). This wrapper therefore uses FAISS to find the neighbours and recomputes the returned
-distances directly as |q - x|, then re-sorts: the distances are exact Euclidean
-distances, exact duplicates are at 0.0, which the `<=` ball membership of the metrics relies on.
+FAISS L2 indexes return *squared* distances computed as |q|^2 + |x|^2 - 2 q.x in float32, which
+loses precision near zero (an exact duplicate can come back as 1e-7, i.e. a distance of 3e-4
+after the square root) and can swap near-ties. This wrapper therefore asks FAISS for a few more
+candidates than needed, recomputes their distances directly as |q - x| in float64, re-sorts and
+keeps k: the distances are exact Euclidean distances and exact duplicates are at 0.0, which the
+`<=` ball membership of the metrics relies on.
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ import faiss
 import numpy as np
 
 DEFAULT_QUERY_BATCH = 4096
-_GATHER_FLOATS = 1 << 24
+_GATHER_FLOATS = 1 << 23
+
+
+_EXTRA_CANDIDATES = 8  # beyond k, so float32 near-ties in FAISS cannot push a true neighbour out
 
 
 @dataclass(frozen=True)
 class Neighbors:
-    """k nearest neighbours per query: `distances` (n, k) float64 Euclidean, ascending;
-    `indices` (n, k) int64 rows of the indexed set."""
+    """k nearest neighbours per query: `sq_distances` (n, k) float64 squared Euclidean,
+    ascending; `indices` (n, k) int64 rows of the indexed set."""
 
-    distances: np.ndarray
+    sq_distances: np.ndarray
     indices: np.ndarray
+
+    @property
+    def distances(self) -> np.ndarray:
+        return np.sqrt(self.sq_distances)
 
 
 def as_float32_matrix(x: np.ndarray, name: str = "x") -> np.ndarray:
@@ -77,10 +85,10 @@ class ExactIndex:
 
     def _search(self, queries: np.ndarray, k: int, batch_size: int, exclude_self: bool) -> Neighbors:
         n = queries.shape[0]
-        distances = np.empty((n, k), dtype=np.float64)
+        sq_distances = np.empty((n, k), dtype=np.float64)
         indices = np.empty((n, k), dtype=np.int64)
-        fetch = k + 1 if exclude_self else k
-        # Bound the (rows, fetch, d) gather of the distance refinement to about 64 MB.
+        fetch = min(k + (1 if exclude_self else 0) + _EXTRA_CANDIDATES, self.ntotal)
+        # Bound the (rows, fetch, d) float64 gather of the distance refinement to about 64 MB.
         batch_size = max(1, min(batch_size, _GATHER_FLOATS // (fetch * self.dim)))
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -88,21 +96,22 @@ class ExactIndex:
             _, idx = self._index.search(block, fetch)
             if exclude_self:
                 idx = _drop_self(idx, np.arange(start, stop))
-            dist = self._exact_distances(block, idx)
-            order = np.argsort(dist, axis=1, kind="stable")
-            distances[start:stop] = np.take_along_axis(dist, order, axis=1)
+            sq = self._exact_sq_distances(block, idx)
+            # Ties broken by index, like a stable sort of the full distance row.
+            order = np.lexsort((idx, sq), axis=1)[:, :k]
+            sq_distances[start:stop] = np.take_along_axis(sq, order, axis=1)
             indices[start:stop] = np.take_along_axis(idx, order, axis=1)
-        return Neighbors(distances, indices)
+        return Neighbors(sq_distances, indices)
 
-    def _exact_distances(self, block: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        # Direct differences: exact duplicates give exactly 0, unlike the norm expansion.
-        diff = self.vectors[idx] - block[:, None, :]
-        return np.sqrt(np.einsum("nkd,nkd->nk", diff, diff, dtype=np.float64))
+    def _exact_sq_distances(self, block: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        # Direct float64 differences: exact duplicates give exactly 0, unlike the norm expansion.
+        diff = self.vectors[idx].astype(np.float64) - block[:, None, :].astype(np.float64)
+        return np.einsum("nkd,nkd->nk", diff, diff)
 
 
 def _drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """From (n, k+1) neighbour lists, remove each row's own index; where self is absent (more
-    than k exact duplicates tie at distance 0), drop the last entry instead."""
+    """From (n, f) neighbour lists, remove each row's own index; where self is absent (more
+    than f-1 exact duplicates tie at distance 0), drop the last entry instead."""
     is_self = idx == rows[:, None]
     absent = ~is_self.any(axis=1)
     is_self[absent, -1] = True

@@ -37,8 +37,12 @@ def test_pipeline_matches_open_clip_directly(tmp_path, cache_path, embedder):
     assert result.keys == keys  # sorted relative paths
     assert result.vectors.dtype == np.float32 and result.vectors.shape == (7, 32)
     np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-6)
+    # Reference: the full open_clip CLIP, built independently with the documented seed.
+    torch.manual_seed(0)
+    clip = open_clip.create_model("tiny-clip-test").eval()
+    _, _, transform = open_clip.create_model_and_transforms("tiny-clip-test")
     for key, vector in zip(result.keys, result.vectors):
-        expected = direct_embedding(embedder.model, embedder.preprocess, tmp_path / "imgs" / key)
+        expected = direct_embedding(clip, transform, tmp_path / "imgs" / key)
         np.testing.assert_allclose(vector, expected, atol=1e-5)
     assert (result.width == 40).all() and (result.height == 48).all()
 
