@@ -39,8 +39,6 @@ class BallMembership:
     cand_ball_counts: np.ndarray  # (M,) int64, how many reference balls contain each candidate point
     ref_covered: np.ndarray  # (N,) bool, reference ball holds at least one candidate point
     ref_in_cand_ball: np.ndarray  # (N,) bool, reference point lies in some candidate ball
-    pairs_cand: np.ndarray  # (P,) int64 } every (candidate j, reference i) with y_j inside x_i's ball,
-    pairs_ref: np.ndarray  # (P,) int64  } for bootstrap intervals without recomputing distances
 
 
 def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
@@ -86,8 +84,6 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
     counts = np.zeros(m, dtype=np.int64)
     covered = np.zeros(n, dtype=bool)
     in_cand_ball = np.zeros(n, dtype=bool)
-    pairs_c: list[np.ndarray] = []
-    pairs_r: list[np.ndarray] = []
     rows = max(1, _BLOCK_BYTES // (4 * n))
     for start in range(0, m, rows):
         stop = min(start + rows, m)
@@ -95,11 +91,8 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
         tol = gamma * (bound_x + 2.0 * float(ny[start:stop].max()))
 
         inside = _sign_test(s, tol, lambda j, i: _exact_sq(y64, x64, j + start, i) <= rx2[i])
-        cj, ci = np.nonzero(inside)
-        pairs_c.append(cj + start)
-        pairs_r.append(ci)
-        counts[start:stop] = np.bincount(cj, minlength=stop - start)
-        covered[ci] = True
+        counts[start:stop] = np.count_nonzero(inside, axis=1)
+        covered |= inside.any(axis=0)
 
         # d^2 - r_y^2 = s + r_x^2 - r_y^2, in place.
         s += rx2_f32
@@ -115,8 +108,6 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
         cand_ball_counts=counts,
         ref_covered=covered,
         ref_in_cand_ball=in_cand_ball,
-        pairs_cand=np.concatenate(pairs_c) if pairs_c else np.zeros(0, np.int64),
-        pairs_ref=np.concatenate(pairs_r) if pairs_r else np.zeros(0, np.int64),
     )
 
 

@@ -83,6 +83,56 @@ def embed(folder, out, model, pretrained, device, offline, batch_size, workers, 
         raise InputError(f"no readable images under {folder} (see {out / 'skipped.csv'})")
 
 
+@main.command()
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Neighbours for the k-NN radii.")
+@click.option("--tail-q", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Share of the reference (the sparsest points) that tail coverage looks at.")
+@click.option("--duplicate-threshold", default=0.95, show_default=True, type=click.FloatRange(-1, 1),
+              help="Cosine similarity at which two items count as near duplicates.")
+@click.option("--clusters", default=None, type=click.IntRange(min=2),
+              help="k-means clusters for the cluster tail mass [default: N/50, between 2 and 50].")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of a table.")
+@model_options
+def metrics(reference, candidate, k, tail_q, duplicate_threshold, clusters, seed, as_json, model, pretrained, device,
+            offline, batch_size, workers, cache_path, quiet):
+    """Compare CANDIDATE with REFERENCE: precision, recall, density, coverage, tail coverage,
+    FD, KID, CMMD, Vendi diversity and near duplicates. Each side is an image folder, a .npy
+    embedding file or a folder written by `madaudit embed`."""
+    from audit.inputs import EmbedOptions
+    from audit.metrics import compare
+    from audit.render import metrics_table
+
+    options = EmbedOptions(model, pretrained, device, False if offline else None, batch_size, workers,
+                           str(cache_path) if cache_path else None, False if quiet else None)
+    ref, cand = _load_pair(reference, candidate, options)
+    try:
+        result = compare(ref.vectors, cand.vectors, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold,
+                         n_clusters=clusters, seed=seed, reference_keys=ref.keys, candidate_keys=cand.keys)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    click.echo(result.to_json(indent=2) if as_json else metrics_table(result))
+
+
+def _load_pair(reference, candidate, options):
+    """Both sides as embeddings in one space, or a clear error (exit 2 or 3)."""
+    from audit.embedding import ModelNotFound, WeightsUnavailable
+    from audit.inputs import InputProblem, check_compatible, load_side
+
+    shared: dict = {}
+    try:
+        ref = load_side(reference, options, shared).embeddings
+        cand = load_side(candidate, options, shared).embeddings
+        check_compatible(ref, cand)
+    except ModelNotFound as exc:
+        raise click.UsageError(str(exc)) from None
+    except (InputProblem, WeightsUnavailable, OSError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    return ref, cand
+
+
 def _load_embedder(model, pretrained, device, offline, store):
     from audit.embedding import ModelNotFound, WeightsUnavailable, load_embedder
 

@@ -41,3 +41,36 @@ def write_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (4
         Image.fromarray(pixels).save(path)
         keys.append(key)
     return sorted(keys)
+
+
+def _real_clip_dir() -> Path | None:
+    """../shared/data/real-clip next to the repository (or $MADAUDIT_REAL_CLIP)."""
+    import os
+
+    env = os.environ.get("MADAUDIT_REAL_CLIP")
+    candidates = [Path(env)] if env else []
+    root = Path(__file__).resolve().parent.parent
+    candidates += [root.parent / "shared" / "data" / "real-clip", root.parent.parent / "shared" / "data" / "real-clip"]
+    return next((c for c in candidates if (c / "food101_10class_clip_vitb32.npz").is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def real_clip() -> dict[str, np.ndarray]:
+    """Real CLIP ViT-B/32 embeddings of real photos (Food-101 10 classes, Flickr8k). In CI they
+    must be there; elsewhere the tests that need them are skipped with the reason."""
+    import os
+
+    folder = _real_clip_dir()
+    if folder is None:
+        if os.environ.get("CI"):
+            pytest.fail("real CLIP embeddings not found: expected ../shared/data/real-clip or $MADAUDIT_REAL_CLIP")
+        pytest.skip("real CLIP embeddings not found (../shared/data/real-clip or $MADAUDIT_REAL_CLIP)")
+    food = np.load(folder / "food101_10class_clip_vitb32.npz", allow_pickle=False)
+    flickr = np.load(folder / "flickr8k_1000_clip_vitb32.npz", allow_pickle=False)
+    return {
+        "food_train": food["X_train"].astype(np.float32),
+        "food_train_y": food["y_train"],
+        "food_test": food["X_test"].astype(np.float32),
+        "food_test_y": food["y_test"],
+        "flickr": flickr["embeddings"].astype(np.float32),
+    }

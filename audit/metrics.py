@@ -1,0 +1,388 @@
+"""Metrics: how faithful, diverse and complete a candidate set is next to a real reference set.
+
+X is the reference (N points), Y the candidate (M points), distances plain Euclidean, k-NN radii
+exclude the point itself, ball membership uses `<=` (prdc uses `<`; the two agree on continuous
+data, but `<` puts an exact duplicate outside a ball of radius 0, prdc issue #7).
+
+- precision = (1/M) sum_j 1[exists i: d(y_j, x_i) <= r_k(x_i)]       (Kynkaanniemi et al. 2019)
+- recall    = (1/N) sum_i 1[exists j: d(x_i, y_j) <= r_k(y_j)]
+- density   = (1/(kM)) sum_j sum_i 1[d(y_j, x_i) <= r_k(x_i)]         (Naeem et al. 2020)
+- coverage  = (1/N) sum_i 1[exists j: d(x_i, y_j) <= r_k(x_i)]
+- tail coverage: coverage over the reference points with the largest r_k (top q, the sparsest)
+- cluster tail mass: k-means on X; the smallest clusters holding >= 10% of X; Y's share there
+- FD: |mu_X - mu_Y|^2 + tr S_X + tr S_Y - 2 tr (S_X^1/2 S_Y S_X^1/2)^1/2, from eigenvalues
+- KID: unbiased MMD^2, kernel (x.y/d + 1)^3, 100 subsets of min(1000, N, M), seeded
+- CMMD: MMD^2 with a Gaussian kernel, sigma = 10, times 1000 (Jayasumana et al. 2024)
+- Vendi score: exp(entropy of the eigenvalues of K/n), cosine kernel, through the d x d dual
+- near duplicates: candidate items whose nearest other candidate item, or nearest reference item,
+  has cosine similarity >= a threshold (default 0.95)
+
+Every metric comes back as a `Metric` with its value, sizes, parameters, method and (where cheap
+and sound) a 95% interval; `compare` computes them all and serialises to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from audit.balls import BallMembership, ball_membership
+from audit.index import ExactIndex, as_float32_matrix
+
+CONFIDENCE = 0.95
+_Z = 1.959963984540054  # two-sided 95% normal quantile
+
+
+@dataclass
+class Metric:
+    value: float
+    method: str
+    n: dict[str, int]
+    ci: tuple[float, float] | None = None
+    ci_method: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ci"] = list(self.ci) if self.ci is not None else None
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals
+
+
+def wilson_interval(successes: int, n: int, z: float = _Z) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (sound near 0 and 1, unlike Wald)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At 0 or n successes the bound is exactly 0 or 1; say so rather than 1 - 1e-16.
+    return (0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == n else min(1.0, centre + half))
+
+
+def _percentile_ci(samples: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(samples, [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2])
+    return (float(lo), float(hi))
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision, recall, density, coverage, tails
+
+
+def prdc(reference: np.ndarray, candidate: np.ndarray, k: int = 5) -> dict[str, float]:
+    """The four rates as plain floats (see the module docstring)."""
+    return prdc_from_membership(ball_membership(reference, candidate, k))
+
+
+def prdc_from_membership(b: BallMembership) -> dict[str, float]:
+    m = len(b.cand_ball_counts)
+    return {
+        "precision": float(np.count_nonzero(b.cand_ball_counts) / m),
+        "recall": float(b.ref_in_cand_ball.mean()),
+        "density": float(b.cand_ball_counts.sum() / (b.k * m)),
+        "coverage": float(b.ref_covered.mean()),
+    }
+
+
+def tail_indices(ref_radii: np.ndarray, q: float) -> np.ndarray:
+    """The ceil(q N) reference points with the largest k-NN radius (ties broken by index)."""
+    if not 0 < q <= 1:
+        raise ValueError(f"tail fraction q must be in (0, 1], got {q}")
+    n_tail = max(1, math.ceil(q * len(ref_radii)))
+    order = np.lexsort((np.arange(len(ref_radii)), -ref_radii))
+    return np.sort(order[:n_tail])
+
+
+def fidelity_metrics(b: BallMembership, tail_q: float = 0.1) -> dict[str, Metric]:
+    """precision, recall, density, coverage and tail coverage, with 95% intervals.
+
+    Each interval treats one set as fixed and the items of the other as independent draws:
+    precision and density vary with the candidate items (the reference balls fixed), recall,
+    coverage and tail coverage with the reference items (the candidate fixed, k-NN radii taken as
+    local properties). In simulation (Gaussian, N = M = 500, d = 16) the spread over redraws of
+    both sets is about 15% wider than these conditional intervals imply.
+    """
+    n, m, k = len(b.ref_covered), len(b.cand_ball_counts), b.k
+    sizes = {"reference": n, "candidate": m}
+    rates = prdc_from_membership(b)
+    tail = tail_indices(b.ref_radii, tail_q)
+    per_item_density = b.cand_ball_counts / k
+    half = _Z * per_item_density.std(ddof=1) / math.sqrt(m) if m > 1 else math.inf
+    over_candidates = "Wilson, binomial over candidate items, reference fixed"
+    over_reference = "Wilson, binomial over reference items, candidate fixed"
+    hits = int(np.count_nonzero(b.cand_ball_counts))
+    return {
+        "precision": Metric(rates["precision"], "k-NN balls of the reference, <= membership", sizes,
+                            wilson_interval(hits, m), over_candidates, {"k": k}),
+        "recall": Metric(rates["recall"], "k-NN balls of the candidate, <= membership", sizes,
+                         wilson_interval(int(b.ref_in_cand_ball.sum()), n), over_reference, {"k": k}),
+        "density": Metric(rates["density"], "mean number of reference balls holding a candidate item / k", sizes,
+                          (max(0.0, rates["density"] - half), rates["density"] + half),
+                          "normal, mean over candidate items, reference fixed", {"k": k}),
+        "coverage": Metric(rates["coverage"], "share of reference balls holding a candidate item", sizes,
+                           wilson_interval(int(b.ref_covered.sum()), n), over_reference, {"k": k}),
+        "tail_coverage": Metric(float(b.ref_covered[tail].mean()),
+                                "coverage of the reference points with the largest k-NN radius",
+                                {**sizes, "tail": len(tail)}, wilson_interval(int(b.ref_covered[tail].sum()), len(tail)),
+                                over_reference, {"k": k, "q": tail_q}),
+    }
+
+
+def cluster_tail_mass(reference: np.ndarray, candidate: np.ndarray, n_clusters: int | None = None,
+                      tail_mass: float = 0.1, seed: int = 0) -> Metric:
+    """k-means on the reference; the smallest clusters that together hold >= tail_mass of it are
+    its tail; value = the candidate's share in those clusters (compare with `reference_share`)."""
+    from sklearn.cluster import KMeans
+
+    x = as_float32_matrix(reference, "reference")
+    y = as_float32_matrix(candidate, "candidate")
+    n_clusters = n_clusters or int(min(50, max(2, len(x) // 50)))
+    kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit(x)
+    ref_sizes = np.bincount(kmeans.labels_, minlength=n_clusters)
+    cand_labels = ExactIndex(kmeans.cluster_centers_).search(y, 1).indices[:, 0]
+    cand_sizes = np.bincount(cand_labels, minlength=n_clusters)
+
+    order = np.lexsort((np.arange(n_clusters), ref_sizes))  # smallest first, ties by id
+    cumulative = np.cumsum(ref_sizes[order])
+    n_tail = int(np.searchsorted(cumulative, tail_mass * len(x)) + 1)
+    tail = order[:n_tail]
+    in_tail = int(cand_sizes[tail].sum())
+    return Metric(
+        in_tail / len(y),
+        "candidate share in the smallest k-means clusters of the reference",
+        {"reference": len(x), "candidate": len(y)},
+        wilson_interval(in_tail, len(y)),
+        "Wilson, binomial over candidate items, clusters fixed",
+        {
+            "n_clusters": n_clusters,
+            "tail_clusters": n_tail,
+            "tail_mass": tail_mass,
+            "reference_share": float(ref_sizes[tail].sum() / len(x)),
+            "empty_clusters": int(np.count_nonzero(cand_sizes == 0)),
+            "seed": seed,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Distribution distances
+
+
+def gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (ddof=1, as clean-fid and torch-fidelity) in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def _psd_sqrt(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
+    """|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1^1/2 S2 S1^1/2)^1/2, via symmetric eigendecompositions:
+    S1^1/2 S2 S1^1/2 is symmetric PSD, so its square root's trace is the sum of the square roots of
+    its eigenvalues (equal to tr sqrtm(S1 S2), which has the same eigenvalues) and no complex
+    arithmetic is needed."""
+    root1 = _psd_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = float(np.sqrt(np.clip(eig, 0, None)).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
+    return frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))
+
+
+def kid(x: np.ndarray, y: np.ndarray, n_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+        ) -> tuple[float, float]:
+    """KID: mean and std over subsets of the unbiased MMD^2 with kernel (a.b/d + 1)^3
+    (Binkowski et al. 2018; the estimator of clean-fid and torch-fidelity)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    d = x.shape[1]
+    m = min(subset_size, len(x), len(y))
+    if m < 2:
+        raise ValueError("KID needs at least 2 items on each side")
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_subsets)
+    for s in range(n_subsets):
+        a = x[rng.choice(len(x), m, replace=False)]
+        b = y[rng.choice(len(y), m, replace=False)]
+        k_aa = (a @ a.T / d + 1) ** 3
+        k_bb = (b @ b.T / d + 1) ** 3
+        k_ab = (a @ b.T / d + 1) ** 3
+        values[s] = ((k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+                     - 2 * k_ab.mean())
+    return float(values.mean()), float(values.std())
+
+
+def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = 10.0, scale: float = 1000.0) -> float:
+    """CMMD (Jayasumana et al. 2024): scale * MMD^2 with k(a, b) = exp(-|a - b|^2 / (2 sigma^2)),
+    the biased (all pairs) estimator of the reference implementation, computed in blocks."""
+    gamma = 1.0 / (2 * sigma * sigma)
+    return scale * (_mean_rbf(x, x, gamma) + _mean_rbf(y, y, gamma) - 2 * _mean_rbf(x, y, gamma))
+
+
+def _mean_rbf(a: np.ndarray, b: np.ndarray, gamma: float, block: int = 2048) -> float:
+    a = as_float32_matrix(a, "a")
+    b = as_float32_matrix(b, "b")
+    na = np.einsum("ij,ij->i", a.astype(np.float64), a.astype(np.float64))
+    nb = np.einsum("ij,ij->i", b.astype(np.float64), b.astype(np.float64))
+    total = 0.0
+    for s in range(0, len(a), block):
+        gram = (a[s : s + block] @ b.T).astype(np.float64)
+        sq = np.clip(na[s : s + block, None] + nb[None, :] - 2 * gram, 0, None)
+        total += float(np.exp(-gamma * sq).sum())
+    return total / (len(a) * len(b))
+
+
+# ---------------------------------------------------------------------------------------------
+# Diversity and duplicates
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("zero vector: cosine similarity is undefined")
+    return x / norms
+
+
+def vendi_score(x: np.ndarray) -> float:
+    """Vendi score with the cosine kernel: exp of the Shannon entropy of the eigenvalues of K/n,
+    K = Xn Xn^T. The nonzero eigenvalues of K/n equal those of the d x d matrix Xn^T Xn / n."""
+    xn = _unit_rows(x)
+    eig = np.clip(np.linalg.eigvalsh(xn.T @ xn / len(xn)), 0, None)
+    eig = eig[eig > 0]
+    eig /= eig.sum()
+    return float(np.exp(-(eig * np.log(eig)).sum()))
+
+
+@dataclass
+class NearDuplicates:
+    """Candidate items whose nearest neighbour (in the candidate itself, or in the reference) has
+    cosine similarity >= threshold. `pairs`: (candidate row, matched row, cosine), one per item."""
+
+    threshold: float
+    within_candidate: list[tuple[int, int, float]]
+    copies_of_reference: list[tuple[int, int, float]]
+
+
+def near_duplicates(reference: np.ndarray, candidate: np.ndarray, threshold: float = 0.95) -> NearDuplicates:
+    """Exact: on unit vectors the nearest neighbour in Euclidean distance is the one with the
+    highest cosine, and the cosine of each nearest pair is recomputed in float64."""
+    xn = _unit_rows(reference)
+    yn = _unit_rows(candidate)
+    within = ExactIndex(yn).self_search(1).indices[:, 0] if len(yn) > 1 else np.zeros(0, np.int64)
+    cross = ExactIndex(xn).search(yn, 1).indices[:, 0]
+    rows = np.arange(len(yn))
+
+    def flagged(match: np.ndarray, other: np.ndarray) -> list[tuple[int, int, float]]:
+        cos = np.einsum("ij,ij->i", yn[rows[: len(match)]], other[match])
+        keep = np.flatnonzero(cos >= threshold)
+        return [(int(j), int(match[j]), float(cos[j])) for j in keep]
+
+    return NearDuplicates(threshold, flagged(within, yn), flagged(cross, xn))
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything at once
+
+
+@dataclass
+class Comparison:
+    """The result of `compare`: plain data, serialisable with `to_dict` / `to_json`."""
+
+    n_reference: int
+    n_candidate: int
+    dim: int
+    metrics: dict[str, Metric]
+    duplicates: NearDuplicates
+    reference_keys: list[str] | None = None
+    candidate_keys: list[str] | None = None
+    max_pairs: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        def pairs(items, other_keys):
+            shown = sorted(items, key=lambda p: -p[2])[: self.max_pairs]
+            return [{"candidate": self._key(self.candidate_keys, j), "match": self._key(other_keys, i),
+                     "cosine": c} for j, i, c in shown]
+
+        dup = self.duplicates
+        return {
+            "n_reference": self.n_reference,
+            "n_candidate": self.n_candidate,
+            "dim": self.dim,
+            "metrics": {name: m.to_dict() for name, m in self.metrics.items()},
+            "near_duplicates": {
+                "threshold": dup.threshold,
+                "within_candidate": pairs(dup.within_candidate, self.candidate_keys),
+                "copies_of_reference": pairs(dup.copies_of_reference, self.reference_keys),
+                "pairs_shown_at_most": self.max_pairs,
+            },
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @staticmethod
+    def _key(keys: list[str] | None, row: int) -> str | int:
+        return keys[row] if keys is not None else row
+
+
+def compare(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    k: int = 5,
+    tail_q: float = 0.1,
+    duplicate_threshold: float = 0.95,
+    n_clusters: int | None = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    reference_keys: list[str] | None = None,
+    candidate_keys: list[str] | None = None,
+) -> Comparison:
+    """Every metric of the module docstring for reference (N, d) vs candidate (M, d)."""
+    x = as_float32_matrix(reference, "reference")
+    y = as_float32_matrix(candidate, "candidate")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"reference has dimension {x.shape[1]}, candidate {y.shape[1]}")
+    if min(len(x), len(y)) <= k:
+        raise ValueError(f"need more than k={k} items on each side, have {len(x)} and {len(y)}")
+    for name, keys, arr in (("reference", reference_keys, x), ("candidate", candidate_keys, y)):
+        if keys is not None and len(keys) != len(arr):
+            raise ValueError(f"{name}_keys has {len(keys)} entries for {len(arr)} vectors")
+    sizes = {"reference": len(x), "candidate": len(y)}
+
+    metrics = fidelity_metrics(ball_membership(x, y, k), tail_q)
+    metrics["cluster_tail_mass"] = cluster_tail_mass(x, y, n_clusters, seed=seed)
+    metrics["fd"] = Metric(frechet_distance(x, y), "Frechet distance of Gaussians fitted to the features", sizes)
+    kid_mean, kid_std = kid(x, y, kid_subsets, kid_subset_size, seed)
+    metrics["kid"] = Metric(kid_mean, "unbiased MMD^2, polynomial kernel (x.y/d + 1)^3", sizes, params={
+        "subsets": kid_subsets, "subset_size": min(kid_subset_size, len(x), len(y)), "std": kid_std, "seed": seed})
+    metrics["cmmd"] = Metric(cmmd(x, y), "MMD^2 (all pairs), Gaussian kernel, x1000", sizes,
+                             params={"sigma": 10.0, "scale": 1000.0})
+    vendi_x, vendi_y = vendi_score(x), vendi_score(y)
+    metrics["vendi_reference"] = Metric(vendi_x, "Vendi score, cosine kernel", {"reference": len(x)})
+    metrics["vendi_candidate"] = Metric(vendi_y, "Vendi score, cosine kernel", {"candidate": len(y)})
+    metrics["vendi_ratio"] = Metric(vendi_y / vendi_x, "Vendi(candidate) / Vendi(reference)", sizes)
+
+    dup = near_duplicates(x, y, duplicate_threshold)
+    for name, items in (("duplicate_rate", dup.within_candidate), ("reference_copy_rate", dup.copies_of_reference)):
+        metrics[name] = Metric(len(items) / len(y), f"share of candidate items with a near duplicate "
+                               f"({'in the candidate' if name == 'duplicate_rate' else 'in the reference'})",
+                               sizes, wilson_interval(len(items), len(y)), "Wilson, binomial over candidate items",
+                               {"cosine_threshold": duplicate_threshold})
+    return Comparison(len(x), len(y), x.shape[1], metrics, dup, reference_keys, candidate_keys)

@@ -1,0 +1,274 @@
+"""Every metric against a brute-force reference written here from the papers' formulas."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from audit import metrics
+from audit.balls import ball_membership
+from audit.metrics import compare, prdc
+
+
+def pairwise(a, b):
+    """All Euclidean distances in float64 (a: n x d, b: m x d) -> (n, m)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+
+def knn_radius(a, k):
+    d = pairwise(a, a)
+    np.fill_diagonal(d, np.inf)  # itself excluded; an exact duplicate still counts, at 0
+    return np.sort(d, axis=1)[:, k - 1]
+
+
+def brute_prdc(x, y, k):
+    rx, ry = knn_radius(x, k), knn_radius(y, k)
+    dxy = pairwise(x, y)  # (N, M)
+    in_x_balls = dxy <= rx[:, None]
+    in_y_balls = dxy <= ry[None, :]
+    return {
+        "precision": in_x_balls.any(axis=0).mean(),
+        "recall": in_y_balls.any(axis=1).mean(),
+        "density": in_x_balls.sum() / (k * y.shape[0]),
+        "coverage": in_x_balls.any(axis=1).mean(),
+    }, rx, in_x_balls
+
+
+def datasets():
+    rng = np.random.default_rng(0)
+    gauss_x = rng.standard_normal((300, 16)).astype(np.float32)
+    gauss_y = (rng.standard_normal((250, 16)) * 1.2 + 0.3).astype(np.float32)
+    # Small integer grid: many exact duplicates and exactly tied distances.
+    grid_x = rng.integers(0, 3, size=(200, 4)).astype(np.float32)
+    grid_y = rng.integers(0, 3, size=(150, 4)).astype(np.float32)
+    # Far from the origin: large norms, where the |x|^2 + |y|^2 - 2xy expansion loses digits.
+    far_x = (rng.standard_normal((200, 32)) + 300).astype(np.float32)
+    far_y = (rng.standard_normal((180, 32)) * 0.9 + 300).astype(np.float32)
+    # Unit vectors with duplicates copied across the two sets.
+    unit_x = rng.standard_normal((260, 24)).astype(np.float32)
+    unit_x /= np.linalg.norm(unit_x, axis=1, keepdims=True)
+    unit_y = np.vstack([unit_x[:40], unit_x[:10], rng.standard_normal((100, 24)).astype(np.float32) * 0.2])
+    return {"gaussian": (gauss_x, gauss_y), "grid": (grid_x, grid_y), "far": (far_x, far_y),
+            "unit_with_copies": (unit_x, unit_y)}
+
+
+@pytest.mark.parametrize("name", list(datasets()))
+@pytest.mark.parametrize("k", [1, 5])
+def test_prdc_equals_brute_force_exactly(name, k):
+    x, y = datasets()[name]
+    expected, _, _ = brute_prdc(x, y, k)
+    assert prdc(x, y, k) == expected  # exact equality of the rates
+    assert prdc(y, x, k)["precision"] == brute_prdc(y, x, k)[0]["precision"]
+
+
+def test_membership_details_equal_brute_force():
+    x, y = datasets()["grid"]
+    b = ball_membership(x, y, 3)
+    _, rx, in_x_balls = brute_prdc(x, y, 3)
+    np.testing.assert_array_equal(b.ref_radii, rx)
+    np.testing.assert_array_equal(b.cand_ball_counts, in_x_balls.sum(axis=0))
+    np.testing.assert_array_equal(b.ref_covered, in_x_balls.any(axis=1))
+
+
+def test_small_blocks_give_the_same_answer(monkeypatch):
+    x, y = datasets()["gaussian"]
+    expected = prdc(x, y, 5)
+    import audit.balls
+
+    monkeypatch.setattr(audit.balls, "_BLOCK_BYTES", 4 * len(x) * 7)  # 7 candidate rows per block
+    assert prdc(x, y, 5) == expected
+
+
+def test_identity():
+    x, _ = datasets()["gaussian"]
+    got = prdc(x, x.copy(), 5)
+    assert got["precision"] == got["recall"] == got["coverage"] == 1.0
+    # Each point lies in its own ball and in the balls of the points that have it among their k
+    # nearest: k + 1 balls on average, so density is (k + 1) / k for the identical set (prdc gives
+    # the same), and 1 in expectation for an independent sample of the same distribution.
+    assert got["density"] == pytest.approx(6 / 5, abs=1e-12)
+    rng = np.random.default_rng(5)
+    fresh = prdc(rng.standard_normal((3000, 8)), rng.standard_normal((3000, 8)), 5)
+    assert abs(fresh["density"] - 1) < 0.06
+
+
+def test_tail_coverage_equals_brute_force():
+    x, y = datasets()["gaussian"]
+    got = metrics.fidelity_metrics(ball_membership(x, y, 5), tail_q=0.1)
+    _, rx, in_x_balls = brute_prdc(x, y, 5)
+    tail = np.argsort(-rx, kind="stable")[: math.ceil(0.1 * len(x))]
+    assert got["tail_coverage"].value == in_x_balls.any(axis=1)[tail].mean()
+    assert got["tail_coverage"].n["tail"] == 30
+    for name in ("precision", "recall", "density", "coverage", "tail_coverage"):
+        lo, hi = got[name].ci
+        assert lo <= got[name].value <= hi, name
+
+
+def test_wilson_interval_matches_closed_form():
+    # Published example (Newcombe 1998, case 1): 81/263 -> 0.2553 to 0.3662.
+    lo, hi = metrics.wilson_interval(81, 263)
+    assert lo == pytest.approx(0.2553, abs=1e-4) and hi == pytest.approx(0.3662, abs=1e-4)
+    assert metrics.wilson_interval(0, 10)[0] == 0.0 and metrics.wilson_interval(10, 10)[1] == 1.0
+
+
+def clean_fid_frechet(mu1, s1, mu2, s2):
+    """clean-fid's formula with scipy's sqrtm."""
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(s1.dot(s2))
+    return diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real)
+
+
+def test_fd_agrees_with_scipy_sqrtm(real_clip):
+    rng = np.random.default_rng(1)
+    cases = [
+        (rng.standard_normal((3000, 32)), rng.standard_normal((2500, 32)) @ rng.standard_normal((32, 32)) * 0.3 + 1),
+        (real_clip["food_train"], real_clip["flickr"]),
+        (real_clip["food_train"], real_clip["food_test"]),
+    ]
+    for x, y in cases:
+        stats = (*metrics.gaussian_stats(x), *metrics.gaussian_stats(y))
+        assert metrics.frechet_distance_from_stats(*stats) == pytest.approx(clean_fid_frechet(*stats), rel=1e-6)
+    x = real_clip["food_train"]
+    assert abs(metrics.frechet_distance(x, x)) < 1e-9
+
+
+def brute_mmd2_unbiased(a, b, kernel):
+    m = len(a)
+    kaa = sum(kernel(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kbb = sum(kernel(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kab = sum(kernel(a[i], b[j]) for i in range(m) for j in range(m)) / (m * m)
+    return kaa + kbb - 2 * kab
+
+
+def test_kid_equals_direct_unbiased_mmd():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((30, 6)), rng.standard_normal((30, 6)) + 0.5
+    poly = lambda u, v: (u @ v / 6 + 1) ** 3  # noqa: E731
+    # With subsets as large as the sets, every subset is the whole set (in another order).
+    mean, std = metrics.kid(a, b, n_subsets=3, subset_size=1000)
+    assert mean == pytest.approx(brute_mmd2_unbiased(a, b, poly), rel=1e-10)
+    assert std == pytest.approx(0, abs=1e-12)
+    # Subsets: the same seed gives the same value; the estimate is unbiased around the full value.
+    assert metrics.kid(a, b, 50, 10, seed=3) == metrics.kid(a, b, 50, 10, seed=3)
+
+
+def test_cmmd_equals_direct_formula():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((40, 8)).astype(np.float32)
+    b = (rng.standard_normal((35, 8)) + 1).astype(np.float32)
+    rbf = lambda u, v: math.exp(-float(((u - v) ** 2).sum()) / 200.0)  # noqa: E731
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    direct = 1000 * (np.mean([[rbf(u, v) for v in a64] for u in a64]) + np.mean([[rbf(u, v) for v in b64] for u in b64])
+                     - 2 * np.mean([[rbf(u, v) for v in b64] for u in a64]))
+    assert metrics.cmmd(a, b) == pytest.approx(direct, rel=1e-6)
+    assert metrics.cmmd(a, a) == pytest.approx(0, abs=1e-9)
+
+
+def test_vendi_equals_primal_eigenvalues():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((60, 10))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    eig = np.clip(np.linalg.eigvalsh(xn @ xn.T / len(x)), 0, None)
+    eig = eig[eig > 1e-15]
+    assert metrics.vendi_score(x) == pytest.approx(math.exp(-(eig * np.log(eig)).sum()), rel=1e-9)
+    assert metrics.vendi_score(np.tile(x[:1], (20, 1))) == pytest.approx(1.0)  # one distinct item
+    assert metrics.vendi_score(np.eye(7)) == pytest.approx(7.0)  # seven orthogonal items
+
+
+def test_near_duplicates_equal_brute_force():
+    x, y = datasets()["unit_with_copies"]
+    y = y.copy()
+    y[60] = y[61] * 1.01  # a near duplicate inside the candidate
+    dup = metrics.near_duplicates(x, y, 0.95)
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+    cyy = yn @ yn.T
+    np.fill_diagonal(cyy, -np.inf)
+    cyx = yn @ xn.T
+    assert {j for j, _, _ in dup.within_candidate} == set(np.flatnonzero(cyy.max(axis=1) >= 0.95))
+    assert {j for j, _, _ in dup.copies_of_reference} == set(np.flatnonzero(cyx.max(axis=1) >= 0.95))
+    assert len(dup.copies_of_reference) == 50  # 40 copies + 10 copies of copies
+    for j, i, c in dup.copies_of_reference:
+        assert c == pytest.approx(cyx[j].max(), abs=1e-12) and cyx[j, i] == pytest.approx(c)
+
+
+def test_cluster_tail_mass_identity_and_missing_tail():
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((8, 16)) * 6
+    sizes = [300, 300, 300, 300, 300, 300, 120, 100]  # the two smallest hold 10.9%
+    x = np.vstack([c + rng.standard_normal((n, 16)) for c, n in zip(centres, sizes)])
+    same = metrics.cluster_tail_mass(x, x, n_clusters=8)
+    assert same.value == same.params["reference_share"] and same.params["empty_clusters"] == 0
+    assert same.params["reference_share"] >= 0.1
+    no_tail = x[: sum(sizes[:6])]  # the two smallest groups are gone
+    missing = metrics.cluster_tail_mass(x, no_tail, n_clusters=8)
+    assert missing.value == 0.0 and missing.params["empty_clusters"] == 2
+
+
+def test_compare_serialises_and_validates():
+    x, y = datasets()["unit_with_copies"]
+    result = compare(x, y, k=5, kid_subsets=5,
+                     reference_keys=[f"r{i}" for i in range(len(x))], candidate_keys=[f"c{i}" for i in range(len(y))])
+    data = result.to_dict()
+    for name in ("precision", "recall", "density", "coverage", "tail_coverage", "cluster_tail_mass", "fd", "kid",
+                 "cmmd", "vendi_reference", "vendi_candidate", "vendi_ratio", "duplicate_rate", "reference_copy_rate"):
+        assert name in data["metrics"], name
+        assert math.isfinite(data["metrics"][name]["value"])
+        assert data["metrics"][name]["method"]
+    assert data["metrics"]["precision"]["params"]["k"] == 5
+    assert data["near_duplicates"]["copies_of_reference"][0]["candidate"].startswith("c")
+    import json
+
+    assert json.loads(result.to_json())["n_candidate"] == len(y)
+    with pytest.raises(ValueError, match="dimension"):
+        compare(x, y[:, :5])
+    with pytest.raises(ValueError, match="more than k"):
+        compare(x, y[:5], k=5)
+
+
+# -- on real CLIP geometry ----------------------------------------------------------------------
+
+
+def test_missing_classes_lose_recall_coverage_and_tail(real_clip):
+    x, test, labels = real_clip["food_train"], real_clip["food_test"], real_clip["food_test_y"]
+    kept = np.isin(labels, np.unique(labels)[3:])  # 7 of 10 classes, 350 items
+    rng = np.random.default_rng(0)
+    all_classes = test[rng.choice(len(test), kept.sum(), replace=False)]  # same size, every class
+    full_balls = ball_membership(x, all_classes, 5)
+    missing_balls = ball_membership(x, test[kept], 5)
+    full = metrics.fidelity_metrics(full_balls)
+    missing = metrics.fidelity_metrics(missing_balls)
+    assert missing["recall"].value < full["recall"].value - 0.1
+    assert missing["coverage"].ci[1] < full["coverage"].value  # beyond the interval
+    assert missing["tail_coverage"].value < full["tail_coverage"].value
+    # Precision stays where real held-out photos put it: what is there is still real.
+    assert missing["precision"].value > full["precision"].value - 0.03 and missing["precision"].value > 0.8
+    # The balls of the dropped classes go (almost) uncovered; the others do not.
+    dropped = ~np.isin(real_clip["food_train_y"], np.unique(labels)[3:])
+    assert missing_balls.ref_covered[dropped].mean() < 0.05 < 0.3 < full_balls.ref_covered[dropped].mean()
+
+
+def test_biased_gaussian_keeps_precision_loses_recall(real_clip):
+    x, labels = real_clip["food_train"], real_clip["food_train_y"]
+    rng = np.random.default_rng(1)
+    real = real_clip["food_test"]
+    fake = []  # per class: a Gaussian fitted to the reference, sampled with lambda = 0.5
+    for c in np.unique(labels):
+        xc = x[labels == c].astype(np.float64)
+        mu, cov = xc.mean(axis=0), np.cov(xc, rowvar=False)
+        fake.append(rng.multivariate_normal(mu, 0.5 * cov, size=50, method="eigh"))
+    fake = np.vstack(fake).astype(np.float32)
+    on_real = prdc(x, real, 5)
+    on_fake = prdc(x, fake, 5)
+    assert on_fake["precision"] >= on_real["precision"] - 0.02
+    assert on_fake["recall"] < on_real["recall"] - 0.2
+
+
+def test_off_distribution_content_lowers_precision(real_clip):
+    x, real, flickr = real_clip["food_train"], real_clip["food_test"], real_clip["flickr"]
+    mixed = np.vstack([real[:300], flickr[:200]])
+    assert prdc(x, mixed, 5)["precision"] < prdc(x, real, 5)["precision"] - 0.25
