@@ -134,3 +134,45 @@ def test_two_processes_share_one_cache(tmp_path, tiny_config, cache_path):
     a, b = load_embeddings(tmp_path / "out0"), load_embeddings(tmp_path / "out1")
     assert a.keys == b.keys
     np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
+
+
+def test_metrics_command_on_embeddings_and_image_folders(tmp_path, tiny_config, cache_path, real_clip):
+    ref, cand = tmp_path / "ref.npy", tmp_path / "cand.npy"
+    np.save(ref, real_clip["food_train"][:400])
+    np.save(cand, real_clip["food_test"][:200])
+    code, output = run_cli("metrics", ref, cand)
+    assert code == 0, output
+    assert "precision" in output and "tail_coverage" in output and "95% interval" in output
+    code, output = run_cli("metrics", ref, cand, "--json", "--k", "3")
+    data = json.loads(output)
+    assert data["n_reference"] == 400 and data["metrics"]["recall"]["params"]["k"] == 3
+    from audit.metrics import prdc
+
+    expected = prdc(real_clip["food_train"][:400], real_clip["food_test"][:200], 3)
+    assert data["metrics"]["precision"]["value"] == expected["precision"]
+
+    # Image folders are embedded on the way (one shared model), embed folders are read back.
+    write_images(tmp_path / "a", 12, seed=1)
+    write_images(tmp_path / "b", 10, seed=2)
+    run_cli("embed", tmp_path / "a", "--out", tmp_path / "a_emb", "--model", tiny_config, "--pretrained", "random",
+            "--cache", cache_path, "-q")
+    code, output = run_cli("metrics", tmp_path / "a_emb", tmp_path / "b", "--model", tiny_config,
+                           "--pretrained", "random", "--cache", cache_path, "--json", "-q", "--clusters", "2")
+    assert code == 0, output
+    assert json.loads(output)["n_candidate"] == 10
+
+
+def test_metrics_command_errors(tmp_path, real_clip):
+    ref = tmp_path / "ref.npy"
+    np.save(ref, real_clip["food_train"][:100])
+    code, output = run_cli("metrics", ref, tmp_path / "missing.npy")
+    assert code == 3 and "not found" in output
+    np.save(tmp_path / "small.npy", real_clip["food_test"][:50, :64])
+    code, output = run_cli("metrics", ref, tmp_path / "small.npy")
+    assert code == 3 and "dimension mismatch" in output
+    np.save(tmp_path / "flat.npy", np.zeros(10))
+    code, output = run_cli("metrics", ref, tmp_path / "flat.npy")
+    assert code == 3 and "2-D" in output
+    np.save(tmp_path / "few.npy", real_clip["food_test"][:3])
+    code, output = run_cli("metrics", ref, tmp_path / "few.npy")
+    assert code == 3 and "more than k" in output

@@ -1,0 +1,128 @@
+"""Metrics engine benchmark (issue 3).
+
+    pip install "prdc==0.2"           # only for the comparison; not a dependency of madaudit
+    python benchmarks/bench_metrics.py [--sizes 10000,50000] [--prdc-size 10000]
+
+Data: N = M points in d = 512 drawn from a Gaussian with the covariance of the real CLIP Food-101
+embeddings (../shared/data/real-clip; isotropic if absent), the candidate shifted and scaled a
+little, all L2-normalised like CLIP vectors: continuous, so `<` (prdc) and `<=` (madaudit) agree.
+
+Each measurement runs in its own process so its peak memory (max RSS) is its own:
+- madaudit exact precision/recall/density/coverage (`audit.metrics.prdc`);
+- prdc 0.2 `compute_prdc` on the same data (values compared);
+- the pure matrix products the exact search needs (X X^T, Y Y^T, X Y^T in float32, blocked
+  like the engine), timed in the same process right after madaudit's run.
+Prints JSON lines; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REAL_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-clip" / "food101_10class_clip_vitb32.npz"
+
+
+def make_data(n: int, d: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if REAL_CLIP.is_file():
+        real = np.load(REAL_CLIP, allow_pickle=False)["X_train"].astype(np.float64)
+        mu, cov = real.mean(axis=0), np.cov(real, rowvar=False)
+        w, v = np.linalg.eigh(cov)
+        root = v * np.sqrt(np.clip(w, 0, None))
+    else:
+        mu, root = np.zeros(d), np.eye(d) / np.sqrt(d)
+    x = mu + rng.standard_normal((n, d)) @ root.T
+    y = mu + 0.02 + 0.9 * rng.standard_normal((n, d)) @ root.T
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matrix_products(x: np.ndarray, y: np.ndarray) -> float:
+    """Seconds for X X^T, Y Y^T and X Y^T in float32, in row blocks of the engine's size."""
+    from audit.balls import _BLOCK_BYTES
+
+    start = time.perf_counter()
+    for a, b in ((x, x), (y, y), (y, x)):
+        bt = np.ascontiguousarray(b.T)
+        rows = max(1, _BLOCK_BYTES // (4 * len(b)))
+        for s in range(0, len(a), rows):
+            a[s : s + rows] @ bt
+    return time.perf_counter() - start
+
+
+def worker(method: str, n: int) -> None:
+    x, y = make_data(n)
+    base = peak_rss_mib()
+    start = time.perf_counter()
+    if method == "madaudit":
+        from audit.metrics import prdc
+
+        values = prdc(x, y, 5)
+    else:
+        from prdc import compute_prdc
+
+        values = {k: float(v) for k, v in compute_prdc(x, y, nearest_k=5).items()}
+    seconds = time.perf_counter() - start
+    out = {"method": method, "n": n, "seconds": seconds, "peak_rss_mib": peak_rss_mib(),
+           "peak_above_data_mib": peak_rss_mib() - base, "values": values}
+    if method == "madaudit":
+        out["matrix_products_seconds"] = matrix_products(x, y)
+    print(json.dumps(out))
+
+
+def run_worker(method: str, n: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", method, str(n)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,50000")
+    parser.add_argument("--prdc-size", type=int, default=10000, help="size at which prdc 0.2 runs (0 to skip)")
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]))
+        return
+
+    print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "d": 512, "k": 5,
+                      "data": "Gaussian with real CLIP covariance" if REAL_CLIP.is_file() else "isotropic Gaussian"}))
+    for n in [int(s) for s in args.sizes.split(",") if s]:
+        ours = run_worker("madaudit", n)
+        ratio = ours["seconds"] / ours["matrix_products_seconds"]
+        print(json.dumps({**ours, "ratio_to_matrix_products": round(ratio, 3)}), flush=True)
+        if n == args.prdc_size:
+            try:
+                theirs = run_worker("prdc", n)
+            except RuntimeError as exc:
+                print(json.dumps({"method": "prdc", "n": n, "error": str(exc).strip().splitlines()[-1]}))
+                continue
+            print(json.dumps(theirs), flush=True)
+            print(json.dumps({
+                "n": n,
+                "speedup": round(theirs["seconds"] / ours["seconds"], 2),
+                "memory_ratio": round(ours["peak_above_data_mib"] / theirs["peak_above_data_mib"], 3),
+                "same_values": ours["values"] == theirs["values"],
+                "max_abs_difference": max(abs(ours["values"][k] - theirs["values"][k]) for k in ours["values"]),
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
