@@ -9,24 +9,34 @@ and answers every ball question from it:
     inside_x[j, i] = d(y_j, x_i) <= r_k(x_i)   -> density, precision (per y), coverage (per x)
     inside_y[j, i] = d(y_j, x_i) <= r_k(y_j)   -> recall (per x)
 
-Squared distances come from one float32 GEMM per block on augmented vectors,
-[y, 1, |y|^2] . [-2x, |x|^2 - r_x^2, 1] = d^2 - r_x^2, so a comparison is a sign test. The GEMM's
-rounding error is bounded (|error| <= gamma_n * sum |terms|); entries whose sign that bound cannot
-settle are recomputed directly in float64. The result is exact (membership uses `<=`, so an exact
-duplicate at distance 0 is inside a ball of radius 0), at the cost of the matrix products plus a
-few passes over each block.
+Everything runs on float32 matrix products, made exact by a rounding-error bound: a float32
+dot product of length n is off by at most gamma_n * sum |terms| (gamma_n = n u / (1 - n u),
+u = 2^-24). Any comparison that the bound cannot settle is redone directly in float64 from the
+float32 inputs, so every answer is that of the exact distances (membership uses `<=`: an exact
+duplicate at distance 0 is inside a ball of radius 0).
+
+- Radii: FAISS exact k-NN (squared L2 from a float32 GEMM) finds the neighbours; only candidates
+  whose approximate distance ties with the k-th within the bound are recomputed.
+- Cross pass: one GEMM per block on augmented vectors, [y, 1, |y|^2] . [-2x, |x|^2 - r_x^2, 1]
+  = d^2 - r_x^2, so a comparison is a sign test. Blocks run on all cores, one BLAS thread each
+  (numpy's element-wise passes are single-threaded; this way they run in parallel too).
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from audit.index import ExactIndex, as_float32_matrix
+from audit.index import as_float32_matrix
 
 _U = 2.0**-24  # float32 unit roundoff
-_BLOCK_BYTES = 16 << 20  # one float32 block of the distance matrix
+_BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix per thread
+_EXTRA = 8  # neighbours fetched beyond k, so ties within the error bound are seen
 
 
 @dataclass
@@ -41,17 +51,60 @@ class BallMembership:
     ref_in_cand_ball: np.ndarray  # (N,) bool, reference point lies in some candidate ball
 
 
-def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
-    """Squared distance from each row of x to its k-th nearest other row (float64, exact)."""
-    return ExactIndex(x).self_search(k).sq_distances[:, k - 1]
-
-
 def ball_membership(reference: np.ndarray, candidate: np.ndarray, k: int = 5) -> BallMembership:
     x = as_float32_matrix(reference, "reference")
     y = as_float32_matrix(candidate, "candidate")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"reference has dimension {x.shape[1]}, candidate {y.shape[1]}")
     return _membership(x, y, knn_sq_radii(x, k), knn_sq_radii(y, k), k)
+
+
+def _gamma(n: int) -> float:
+    """Twice the classical bound gamma_n, for safety."""
+    return 2.0 * n * _U / (1.0 - n * _U)
+
+
+def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
+    """Exact squared distance from each row of x to its k-th nearest other row (float64)."""
+    x = as_float32_matrix(x, "x")
+    n, d = x.shape
+    if not 1 <= k < n:
+        raise ValueError(f"k={k} needs more than k points, have {n}")
+    index = faiss.IndexFlatL2(d)
+    index.add(x)
+    fetch = min(n, k + 1 + _EXTRA)
+    approx, idx = index.search(x, fetch)
+    approx, idx = _drop_self(approx.astype(np.float64), idx)
+
+    x64 = x.astype(np.float64)
+    norms = np.einsum("ij,ij->i", x64, x64)
+    # FAISS computes |x|^2 + |y|^2 - 2 x.y in float32: error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2.
+    tol = _gamma(d + 4) * (np.sqrt(norms) + np.sqrt(norms.max())) ** 2
+    kth = approx[:, k - 1]
+    sure = approx < (kth - 2 * tol)[:, None]  # surely among the k nearest
+    unsure = ~sure & (approx <= (kth + 2 * tol)[:, None])  # may be the k-th: compute exactly
+    complete = (approx[:, -1] > kth + 2 * tol) | (fetch - 1 >= n - 1)  # every possible tie was fetched
+
+    rows, cols = np.nonzero(unsure)
+    exact = np.full(approx.shape, np.inf)
+    exact[rows, cols] = _exact_sq(x64, x64, rows, idx[rows, cols])
+    exact.sort(axis=1)
+    need = k - sure.sum(axis=1)  # the k-th overall is this order statistic among the unsure ones
+    radii = exact[np.arange(n), need - 1]
+    for i in np.flatnonzero(~complete):  # a wall of ties beyond what was fetched: brute force
+        row = _exact_sq(x64, x64, np.full(n, i), np.arange(n))
+        row[i] = np.inf
+        radii[i] = np.partition(row, k - 1)[k - 1]
+    return radii
+
+
+def _drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index from (n, f) neighbour lists; where self is absent (more than
+    f - 1 exact duplicates), drop the last entry instead."""
+    is_self = idx == np.arange(len(idx))[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    shape = (idx.shape[0], idx.shape[1] - 1)
+    return dist[~is_self].reshape(shape), idx[~is_self].reshape(shape)
 
 
 def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, k: int) -> BallMembership:
@@ -62,60 +115,52 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
     ny = np.einsum("ij,ij->i", y64, y64)
 
     # Augmented operands: (y_aug . x_aug) = |y|^2 + |x|^2 - r_x^2 - 2 y.x = d^2 - r_x^2.
-    x_aug = np.empty((n, d + 2), dtype=np.float32)
-    x_aug[:, :d] = -2.0 * x
-    x_aug[:, d] = nx - rx2
-    x_aug[:, d + 1] = 1.0
+    x_aug_t = np.empty((d + 2, n), dtype=np.float32)
+    x_aug_t[:d] = -2.0 * x.T
+    x_aug_t[d] = nx - rx2
+    x_aug_t[d + 1] = 1.0
     y_aug = np.empty((m, d + 2), dtype=np.float32)
     y_aug[:, :d] = y
     y_aug[:, d] = 1.0
     y_aug[:, d + 1] = ny
-    x_aug_t = np.ascontiguousarray(x_aug.T)
     rx2_f32 = rx2.astype(np.float32)
 
-    # Error bound of one GEMM entry: gamma_(d+2) * sum_t |a_t b_t|, where
-    # sum |a_t b_t| <= 2|x||y| + |nx - rx2| + ny <= nx + |nx - rx2| + 2 ny (also covers the
-    # float32 rounding of the two extra columns). Doubled for safety; entries within it are redone.
-    gamma = 2.0 * (d + 4) * _U / (1.0 - (d + 4) * _U)
-    bound_x = float(np.max(nx + np.abs(nx - rx2), initial=0.0))
-    # Recall compares d^2 - r_x^2 + r_x^2 - r_y^2 with 0: two more float32 roundings of size ~r^2.
-    shift_bound = 4.0 * _U * float(max(rx2.max(initial=0.0), ry2.max(initial=0.0)))
+    # Error of one entry <= gamma_(d+4) * sum_t |a_t b_t| <= gamma (nx + |nx - rx2| + 2 ny), which
+    # also covers the float32 rounding of the two extra columns. Recall shifts by r_x^2 - r_y^2 in
+    # float32: two more roundings of size r^2.
+    bound_x = float(np.max(nx + np.abs(nx - rx2)))
+    shift = 4.0 * _U * float(max(rx2.max(), ry2.max()))
 
+    def block(start: int, stop: int):
+        s = y_aug[start:stop] @ x_aug_t  # (b, n): d^2 - r_x^2
+        tol = _gamma(d + 4) * (bound_x + 2.0 * float(ny[start:stop].max()))
+        inside = _sign_test(s, tol, lambda j, i: _exact_sq(y64, x64, j + start, i) <= rx2[i])
+        counts = np.count_nonzero(inside, axis=1)
+        covered = inside.any(axis=0)
+        s += rx2_f32  # now d^2 - r_y^2 after the next line, in place
+        s -= ry2[start:stop, None].astype(np.float32)
+        inside_y = _sign_test(s, tol + shift, lambda j, i: _exact_sq(y64, x64, j + start, i) <= ry2[j + start])
+        return start, counts, covered, inside_y.any(axis=0)
+
+    threads = os.cpu_count() or 1
+    rows = max(1, min(-(-m // threads), _BLOCK_BYTES // (4 * n)))
     counts = np.zeros(m, dtype=np.int64)
     covered = np.zeros(n, dtype=bool)
     in_cand_ball = np.zeros(n, dtype=bool)
-    rows = max(1, _BLOCK_BYTES // (4 * n))
-    for start in range(0, m, rows):
-        stop = min(start + rows, m)
-        s = y_aug[start:stop] @ x_aug_t  # (b, n): d^2 - r_x^2
-        tol = gamma * (bound_x + 2.0 * float(ny[start:stop].max()))
-
-        inside = _sign_test(s, tol, lambda j, i: _exact_sq(y64, x64, j + start, i) <= rx2[i])
-        counts[start:stop] = np.count_nonzero(inside, axis=1)
-        covered |= inside.any(axis=0)
-
-        # d^2 - r_y^2 = s + r_x^2 - r_y^2, in place.
-        s += rx2_f32
-        s -= ry2[start:stop, None].astype(np.float32)
-        inside_y = _sign_test(s, tol + shift_bound,
-                              lambda j, i: _exact_sq(y64, x64, j + start, i) <= ry2[j + start])
-        in_cand_ball |= inside_y.any(axis=0)
-
-    return BallMembership(
-        k=k,
-        ref_radii=np.sqrt(rx2),
-        cand_radii=np.sqrt(ry2),
-        cand_ball_counts=counts,
-        ref_covered=covered,
-        ref_in_cand_ball=in_cand_ball,
-    )
+    # One BLAS thread per block and one block per core: the GEMMs and the single-threaded numpy
+    # passes then both use every core.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        for start, c, cov, inc in pool.map(lambda s: block(s, min(s + rows, m)), range(0, m, rows)):
+            counts[start : start + len(c)] = c
+            covered |= cov
+            in_cand_ball |= inc
+    return BallMembership(k, np.sqrt(rx2), np.sqrt(ry2), counts, covered, in_cand_ball)
 
 
 def _sign_test(s: np.ndarray, tol: float, exact) -> np.ndarray:
     """Boolean s <= 0, exact: entries with |s| <= tol are decided by `exact(rows, cols)`."""
     inside = s <= -tol
-    maybe = s <= tol
-    unsure_j, unsure_i = np.nonzero(maybe ^ inside)
+    unsure_j, unsure_i = np.nonzero((s <= tol) ^ inside)
     if len(unsure_j):
         inside[unsure_j, unsure_i] = exact(unsure_j, unsure_i)
     return inside
