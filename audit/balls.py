@@ -139,8 +139,17 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
         covered = inside.any(axis=0)
         s += rx2_f32  # now d^2 - r_y^2 after the next line, in place
         s -= ry2[start:stop, None].astype(np.float32)
-        inside_y = _sign_test(s, tol + shift, lambda j, i: _exact_sq(y64, x64, j + start, i) <= ry2[j + start])
-        return start, counts, covered, inside_y.any(axis=0)
+        # Recall needs one bit per reference point: a column minimum, exact checks only where
+        # the minimum sits within the bound of zero.
+        col_min = s.min(axis=0)
+        in_cand = col_min <= -(tol + shift)
+        unsure_cols = np.flatnonzero(np.abs(col_min) <= tol + shift)
+        if len(unsure_cols):
+            j, c = np.nonzero(s[:, unsure_cols] <= tol + shift)
+            i = unsure_cols[c]
+            hit = _exact_sq(y64, x64, j + start, i) <= ry2[j + start]
+            in_cand[i[hit]] = True
+        return start, counts, covered, in_cand
 
     threads = os.cpu_count() or 1
     rows = max(1, min(-(-m // threads), _BLOCK_BYTES // (4 * n)))

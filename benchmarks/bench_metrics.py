@@ -9,7 +9,10 @@ embeddings (../shared/data/real-clip; isotropic if absent), the candidate's spre
 
 Each measurement runs in its own process so its peak memory (max RSS) is its own:
 - madaudit exact precision/recall/density/coverage (`audit.metrics.prdc`);
-- prdc 0.2 `compute_prdc` on the same data (values compared);
+- prdc 0.2 `compute_prdc` on the same data (values compared). prdc's distances come from
+  scikit-learn, which returns them in float32 for float32 input, so a pair within float32
+  rounding of a ball's boundary can flip; prdc is therefore also run on float64 copies, where its
+  values must equal madaudit's exact ones;
 - the pure matrix products the exact search needs (X X^T, Y Y^T, X Y^T in float32, blocked
   like the engine), timed in the same process right after madaudit's run.
 Prints JSON lines; asserts nothing.
@@ -52,14 +55,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matrix_products(x: np.ndarray, y: np.ndarray) -> float:
-    """Seconds for X X^T, Y Y^T and X Y^T in float32, in row blocks of the engine's size."""
-    from audit.balls import _BLOCK_BYTES
-
+def matrix_products(x: np.ndarray, y: np.ndarray, rows: int = 2048) -> float:
+    """Seconds for X X^T, Y Y^T and X Y^T in float32 (the floor of any exact search): large row
+    blocks, all BLAS threads, nothing done with the results."""
     start = time.perf_counter()
     for a, b in ((x, x), (y, y), (y, x)):
         bt = np.ascontiguousarray(b.T)
-        rows = max(1, _BLOCK_BYTES // (4 * len(b)))
         for s in range(0, len(a), rows):
             a[s : s + rows] @ bt
     return time.perf_counter() - start
@@ -76,6 +77,8 @@ def worker(method: str, n: int) -> None:
     else:
         from prdc import compute_prdc
 
+        if method == "prdc-float64":  # sklearn returns float32 distances for float32 input
+            x, y = x.astype(np.float64), y.astype(np.float64)
         values = {k: float(v) for k, v in compute_prdc(x, y, nearest_k=5).items()}
     seconds = time.perf_counter() - start
     out = {"method": method, "n": n, "seconds": seconds, "peak_rss_mib": peak_rss_mib(),
@@ -115,6 +118,13 @@ def main() -> None:
                 print(json.dumps({"method": "prdc", "n": n, "error": str(exc).strip().splitlines()[-1]}))
                 continue
             print(json.dumps(theirs), flush=True)
+            theirs64 = run_worker("prdc-float64", n)
+            print(json.dumps(theirs64), flush=True)
+            print(json.dumps({
+                "n": n,
+                "values_equal_prdc_on_float64_input": all(
+                    abs(ours["values"][k] - theirs64["values"][k]) <= 1e-12 for k in ours["values"]),
+            }), flush=True)
             print(json.dumps({
                 "n": n,
                 "speedup": round(theirs["seconds"] / ours["seconds"], 2),

@@ -272,3 +272,15 @@ def test_off_distribution_content_lowers_precision(real_clip):
     x, real, flickr = real_clip["food_train"], real_clip["food_test"], real_clip["flickr"]
     mixed = np.vstack([real[:300], flickr[:200]])
     assert prdc(x, mixed, 5)["precision"] < prdc(x, real, 5)["precision"] - 0.25
+
+
+def test_radii_with_walls_of_ties_equal_brute_force():
+    """More tied neighbours than FAISS is asked for: the exact fallback must kick in."""
+    rng = np.random.default_rng(7)
+    x = np.vstack([np.zeros((40, 6)), np.ones((30, 6)), rng.integers(0, 2, size=(60, 6))]).astype(np.float32)
+    from audit.balls import knn_sq_radii
+
+    sq = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(sq, np.inf)
+    for k in (1, 5, 20):
+        np.testing.assert_array_equal(knn_sq_radii(x, k), np.sort(sq, axis=1)[:, k - 1])
