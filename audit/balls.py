@@ -59,6 +59,16 @@ def ball_membership(reference: np.ndarray, candidate: np.ndarray, k: int = 5) ->
     return _membership(x, y, knn_sq_radii(x, k), knn_sq_radii(y, k), k)
 
 
+def candidate_ball_counts(reference: np.ndarray, candidate: np.ndarray, k: int = 5) -> np.ndarray:
+    """How many reference k-NN balls hold each candidate item (0: outside the reference
+    manifold). Needs only the reference radii, so it scales to large candidate sets."""
+    x = as_float32_matrix(reference, "reference")
+    y = as_float32_matrix(candidate, "candidate")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"reference has dimension {x.shape[1]}, candidate {y.shape[1]}")
+    return _membership(x, y, knn_sq_radii(x, k), None, k).cand_ball_counts
+
+
 def _gamma(n: int) -> float:
     """Twice the classical bound gamma_n, for safety."""
     return 2.0 * n * _U / (1.0 - n * _U)
@@ -107,7 +117,8 @@ def _drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return dist[~is_self].reshape(shape), idx[~is_self].reshape(shape)
 
 
-def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, k: int) -> BallMembership:
+def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray | None, k: int) -> BallMembership:
+    """The cross pass. Without candidate radii (ry2 None) recall is skipped (left all False)."""
     n, d = x.shape
     m = y.shape[0]
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
@@ -129,7 +140,7 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
     # also covers the float32 rounding of the two extra columns. Recall shifts by r_x^2 - r_y^2 in
     # float32: two more roundings of size r^2.
     bound_x = float(np.max(nx + np.abs(nx - rx2)))
-    shift = 4.0 * _U * float(max(rx2.max(), ry2.max()))
+    shift = 4.0 * _U * float(max(rx2.max(), ry2.max() if ry2 is not None else 0.0))
 
     def block(start: int, stop: int):
         s = y_aug[start:stop] @ x_aug_t  # (b, n): d^2 - r_x^2
@@ -137,6 +148,8 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
         inside = _sign_test(s, tol, lambda j, i: _exact_sq(y64, x64, j + start, i) <= rx2[i])
         counts = np.count_nonzero(inside, axis=1)
         covered = inside.any(axis=0)
+        if ry2 is None:
+            return start, counts, covered, np.zeros(n, dtype=bool)
         s += rx2_f32  # now d^2 - r_y^2 after the next line, in place
         s -= ry2[start:stop, None].astype(np.float32)
         # Recall needs one bit per reference point: a column minimum, exact checks only where
@@ -163,7 +176,8 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray, 
             counts[start : start + len(c)] = c
             covered |= cov
             in_cand_ball |= inc
-    return BallMembership(k, np.sqrt(rx2), np.sqrt(ry2), counts, covered, in_cand_ball)
+    cand_radii = np.sqrt(ry2) if ry2 is not None else np.full(m, np.nan)
+    return BallMembership(k, np.sqrt(rx2), cand_radii, counts, covered, in_cand_ball)
 
 
 def _sign_test(s: np.ndarray, tol: float, exact) -> np.ndarray:

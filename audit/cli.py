@@ -5,6 +5,7 @@ Exit codes: 0 success, 2 usage or configuration error, 3 input or runtime error.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -101,12 +102,10 @@ def metrics(reference, candidate, k, tail_q, duplicate_threshold, clusters, seed
     """Compare CANDIDATE with REFERENCE: precision, recall, density, coverage, tail coverage,
     FD, KID, CMMD, Vendi diversity and near duplicates. Each side is an image folder, a .npy
     embedding file or a folder written by `madaudit embed`."""
-    from audit.inputs import EmbedOptions
     from audit.metrics import compare
     from audit.render import metrics_table
 
-    options = EmbedOptions(model, pretrained, device, False if offline else None, batch_size, workers,
-                           str(cache_path) if cache_path else None, False if quiet else None)
+    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
     ref, cand = _load_pair(reference, candidate, options)
     try:
         result = compare(ref.vectors, cand.vectors, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold,
@@ -114,6 +113,90 @@ def metrics(reference, candidate, k, tail_q, duplicate_threshold, clusters, seed
     except ValueError as exc:
         raise InputError(str(exc)) from None
     click.echo(result.to_json(indent=2) if as_json else metrics_table(result))
+
+
+@main.group()
+def detector():
+    """Train supervised synthetic-content detectors."""
+
+
+@detector.command("train")
+@click.option("--real", "real_path", required=True, type=click.Path(path_type=Path),
+              help="Real items: image folder, .npy or embed folder.")
+@click.option("--synthetic", "synthetic_path", required=True, type=click.Path(path_type=Path),
+              help="Labelled synthetic items: image folder, .npy or embed folder.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="detector.json to write.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@model_options
+def detector_train(real_path, synthetic_path, out, seed, model, pretrained, device, offline, batch_size, workers,
+                   cache_path, quiet):
+    """Fit a logistic probe real vs synthetic and save it as plain JSON (with the embedding model's
+    identity, so it refuses embeddings of another model)."""
+    from detectors.probe import SupervisedProbe
+
+    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    real, synthetic = _load_pair(real_path, synthetic_path, options)
+    try:
+        probe = SupervisedProbe.fit(real.vectors, synthetic.vectors, real.model_identity, seed=seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    probe.save(out)
+    click.echo(f"detector trained on {len(real.keys)} real and {len(synthetic.keys)} synthetic items, written to {out} "
+               f"(out-of-fold mean score: real {probe.oof_real.mean():.3f}, synthetic {probe.oof_synthetic.mean():.3f})")
+
+
+@main.command()
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--detector", "detector_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A detector.json from `madaudit detector train` (adds the supervised estimate).")
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--delta", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="BBE's lower bound holds with probability 1 - delta.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="Most suspicious items to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print every estimate, interval, method and warning as JSON.")
+@model_options
+def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, model, pretrained, device, offline,
+             batch_size, workers, cache_path, quiet):
+    """Estimate the synthetic share of CANDIDATE against the real REFERENCE: supervised (with
+    --detector), unsupervised lower bound (BBE), and the share outside the reference manifold."""
+    from detectors.base import ModelMismatch
+    from detectors.fraction import estimate_fraction
+    from detectors.probe import SupervisedProbe
+
+    probe = None
+    if detector_path:
+        try:
+            probe = SupervisedProbe.load(detector_path)
+        except (ValueError, KeyError) as exc:
+            raise click.UsageError(str(exc)) from None
+    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    ref, cand = _load_pair(reference, candidate, options)
+    try:
+        report = estimate_fraction(ref.vectors, cand.vectors, probe, cand.model_identity, k=k, delta=delta, seed=seed)
+    except ModelMismatch as exc:
+        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "most_suspicious": report.most_suspicious(cand.keys, top)}, indent=2))
+        return
+    for name, e in report.estimates.items():
+        interval = f"  [{e.lower:.3f}, {e.upper:.3f}]" if e.lower is not None and e.upper is not None else (
+            f"  (at least {e.lower:.3f})" if e.lower is not None else "")
+        click.echo(f"{name:16s} {e.value:.3f}{interval}  {e.method}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
+    for item in report.most_suspicious(cand.keys, top):
+        click.echo(f"suspicious: {item['key']}  " + ", ".join(f"{k}={v:.3f}" for k, v in item.items() if k != "key"))
+
+
+def _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
+    from audit.inputs import EmbedOptions
+
+    return EmbedOptions(model, pretrained, device, False if offline else None, batch_size, workers,
+                        str(cache_path) if cache_path else None, False if quiet else None)
 
 
 def _load_pair(reference, candidate, options):

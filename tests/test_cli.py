@@ -176,3 +176,32 @@ def test_metrics_command_errors(tmp_path, real_clip):
     np.save(tmp_path / "few.npy", real_clip["food_test"][:3])
     code, output = run_cli("metrics", ref, tmp_path / "few.npy")
     assert code == 3 and "more than k" in output
+
+
+def test_detector_train_and_fraction_commands(tmp_path, real_clip):
+    from test_detectors import World
+
+    world = World(5)
+    for name, arr in {"real": world.real(400), "fake": world.fake(400), "ref": world.real(600),
+                      "cand": world.candidate(600, 0.3)}.items():
+        np.save(tmp_path / f"{name}.npy", arr.astype(np.float32))
+    code, output = run_cli("detector", "train", "--real", tmp_path / "real.npy", "--synthetic", tmp_path / "fake.npy",
+                           "--out", tmp_path / "detector.json")
+    assert code == 0, output
+    code, output = run_cli("fraction", tmp_path / "ref.npy", tmp_path / "cand.npy", "--detector",
+                           tmp_path / "detector.json", "--json", "--top", "5")
+    assert code == 0, output
+    data = json.loads(output)
+    assert abs(data["estimates"]["supervised"]["value"] - 0.3) < 0.06
+    assert data["estimates"]["unsupervised"]["lower"] <= 0.3
+    assert len(data["most_suspicious"]) == 5
+    code, output = run_cli("fraction", tmp_path / "ref.npy", tmp_path / "cand.npy")
+    assert code == 0 and "unsupervised" in output and "warning: no detector" in output
+
+    np.save(tmp_path / "wide.npy", np.zeros((50, 32), np.float32))
+    code, output = run_cli("fraction", tmp_path / "wide.npy", tmp_path / "wide.npy", "--detector",
+                           tmp_path / "detector.json")
+    assert code == 2 and "16-d" in output
+    (tmp_path / "bad.json").write_text("{}")
+    code, output = run_cli("fraction", tmp_path / "ref.npy", tmp_path / "cand.npy", "--detector", tmp_path / "bad.json")
+    assert code == 2 and "not a madaudit detector" in output

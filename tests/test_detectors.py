@@ -1,0 +1,210 @@
+"""Synthetic-share estimators on worlds where the truth is known."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from detectors.base import ModelMismatch
+from detectors.bbe import bbe, crossfit_scores
+from detectors.fraction import estimate_fraction
+from detectors.probe import SupervisedProbe, emq, pacc
+
+SHARES = [0.0, 0.05, 0.1, 0.3, 0.5, 0.8]
+
+
+class World:
+    """Real items: a 4-component Gaussian mixture in 16-d. Synthetic items: the same components,
+    shrunk (sampling bias) and shifted, as a generator fitted to the real data would make."""
+
+    def __init__(self, seed: int, d: int = 16, shift: float = 2.5):
+        self.rng = np.random.default_rng(seed)
+        self.means = self.rng.standard_normal((4, d)) * 2
+        self.shift = shift / np.sqrt(d)
+
+    def real(self, n):
+        return self.means[self.rng.integers(0, 4, n)] + self.rng.standard_normal((n, self.means.shape[1]))
+
+    def fake(self, n, scale=0.6, shift=None):
+        shift = self.shift if shift is None else shift
+        return self.means[self.rng.integers(0, 4, n)] + scale * self.rng.standard_normal((n, self.means.shape[1])) + shift
+
+    def candidate(self, n, share, **fake_kwargs):
+        n_fake = int(round(share * n))
+        return np.vstack([self.real(n - n_fake), self.fake(n_fake, **fake_kwargs)])
+
+
+def test_supervised_error_and_interval_coverage_over_seeds():
+    errors, covered, zero_estimates = [], [], []
+    for seed in range(40):
+        world = World(seed)
+        probe = SupervisedProbe.fit(world.real(800), world.fake(800), seed=seed)
+        for share in SHARES:
+            estimate, second = probe.estimate(probe.scores(world.candidate(2000, share)), n_boot=400, seed=seed)
+            errors.append(abs(estimate.value - share))
+            covered.append(estimate.lower <= share <= estimate.upper)
+            assert abs(second.value - share) < 0.1  # EMQ agrees as a second opinion
+            if share == 0:
+                zero_estimates.append(estimate.value)
+    assert max(errors) <= 0.05
+    assert np.mean(covered) >= 0.90
+    assert max(zero_estimates) <= 0.05
+
+
+def test_bbe_lower_bound_holds_with_probability_one_minus_delta():
+    delta = 0.05
+    below = []
+    for seed in range(40):
+        world = World(100 + seed)
+        reference = world.real(1000)
+        for share in SHARES:
+            estimate = bbe(*crossfit_scores(reference, world.candidate(1000, share), seed), delta)
+            below.append(estimate.lower <= share)
+            assert 0 <= estimate.lower <= estimate.value <= 1
+    assert np.mean(below) >= 1 - delta
+
+
+def test_pacc_and_emq_closed_forms():
+    # A perfect probe: scores are the labels, PACC and EMQ return the true share exactly.
+    scores = np.r_[np.ones(30), np.zeros(70)]
+    assert pacc(scores, np.zeros(50), np.ones(50)) == pytest.approx(0.3)
+    assert emq(np.clip(scores, 0.01, 0.99), 0.5) == pytest.approx(0.3, abs=0.01)
+    # A noisy probe: PACC undoes the known bias of classify-and-count.
+    s0, s1 = np.full(10, 0.2), np.full(10, 0.7)
+    assert pacc(np.r_[np.full(40, 0.7), np.full(60, 0.2)], s0, s1) == pytest.approx(0.4)
+
+
+def test_saved_detector_round_trips_exactly(tmp_path):
+    world = World(0)
+    identity = {"architecture": {"name": "ViT-B-32"}, "weights": {"tag": "laion2b_s34b_b79k", "file_sha256": "ab"}}
+    probe = SupervisedProbe.fit(world.real(200), world.fake(200), model_identity=identity)
+    path = tmp_path / "detector.json"
+    probe.save(path)
+    loaded = SupervisedProbe.load(path)
+    for name in ("mean", "scale", "coef", "oof_real", "oof_synthetic"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(probe, name))
+    assert loaded.intercept == probe.intercept and loaded.model_identity == identity
+    x = world.candidate(100, 0.3)
+    np.testing.assert_array_equal(loaded.scores(x, identity), probe.scores(x, identity))
+    assert json.loads(path.read_text())["format"] == "madaudit-detector/1"
+
+
+def test_loading_executes_no_code(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open(%r, 'w').write('ran')" % str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "detector.pkl"
+    evil.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ValueError, match="not a madaudit detector"):
+        SupervisedProbe.load(evil)
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a madaudit detector"):
+        SupervisedProbe.load(tmp_path / "other.json")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_model_identity_mismatch_is_refused():
+    world = World(1)
+    mine = {"architecture": {"name": "ViT-B-32"}, "weights": {"tag": "laion2b_s34b_b79k"}}
+    other = {"architecture": {"name": "ViT-L-14"}, "weights": {"tag": "openai"}}
+    probe = SupervisedProbe.fit(world.real(100), world.fake(100), model_identity=mine)
+    with pytest.raises(ModelMismatch, match="another model"):
+        probe.scores(world.real(10), other)
+    with pytest.raises(ModelMismatch, match="16-d"):
+        probe.scores(np.zeros((3, 8)), mine)
+    probe.scores(world.real(10), mine)  # same model: fine
+
+
+def test_report_guards_and_items():
+    world = World(2)
+    probe = SupervisedProbe.fit(world.real(600), world.fake(600))
+    report = estimate_fraction(world.real(800), world.candidate(800, 0.3), probe)
+    assert {"supervised", "supervised_emq", "unsupervised", "out_of_manifold"} <= set(report.estimates)
+    assert abs(report.estimates["supervised"].value - 0.3) < 0.05
+    assert report.warnings == []
+    top = report.most_suspicious([f"item{i}" for i in range(800)], top=50)
+    assert sum(int(t["key"][4:]) >= 560 for t in top) >= 45  # the synthetic rows come last
+    json.dumps(report.to_dict())
+
+    # Few items: said so.
+    small = estimate_fraction(world.real(100), world.candidate(100, 0.3), probe)
+    assert any("few items" in w for w in small.warnings)
+    # No detector: the limits of the unsupervised numbers are said.
+    assert any("no detector" in w for w in estimate_fraction(world.real(300), world.candidate(300, 0.3)).warnings)
+
+
+def test_generator_shift_is_flagged():
+    world = World(3)
+    probe = SupervisedProbe.fit(world.real(600), world.fake(600))  # trained on generator A
+    other_generator = -world.shift * 2  # generator B: shifted the other way
+    report = estimate_fraction(world.real(1000), world.candidate(1000, 0.4, shift=other_generator), probe)
+    assert report.estimates["unsupervised"].lower > report.estimates["supervised"].upper
+    assert any(w.startswith("generator shift") for w in report.warnings)
+
+
+def test_content_shift_is_flagged():
+    world = World(4)
+    probe = SupervisedProbe.fit(world.real(600), world.fake(600))
+    reference = world.means[world.rng.integers(0, 2, 800)] + world.rng.standard_normal((800, 16))  # 2 of 4 modes
+    report = estimate_fraction(reference, world.candidate(800, 0.2), probe)
+    assert any(w.startswith("content shift") for w in report.warnings)
+
+
+# -- real CLIP geometry -------------------------------------------------------------------------
+
+
+def class_gaussian_sampler(x, labels, lam, rng, fingerprint=None):
+    """A generator fitted to the reference: one Gaussian per class, sampled with bias lambda.
+    Real generators also leave a systematic offset in CLIP space, which is what lets linear
+    probes on CLIP features detect them (Ojha et al., CVPR 2023); `fingerprint` is that offset.
+    Without one, samples of a Gaussian fitted to the data differ from real items only in spread,
+    which no linear probe can see."""
+    fits = []
+    for c in np.unique(labels):
+        xc = x[labels == c].astype(np.float64)
+        fits.append((xc.mean(axis=0), np.cov(xc, rowvar=False)))
+
+    def sample(n):
+        cls = rng.integers(0, len(fits), n)
+        out = np.empty((n, x.shape[1]))
+        for c in np.unique(cls):
+            mu, cov = fits[c]
+            out[cls == c] = rng.multivariate_normal(mu, lam * cov, size=int(np.sum(cls == c)), method="eigh")
+        if fingerprint is not None:
+            out += fingerprint
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+    return sample
+
+
+def _direction(rng, norm):
+    v = rng.standard_normal(512)
+    return norm * v / np.linalg.norm(v)
+
+
+def test_supervised_estimate_on_real_clip(real_clip):
+    rng = np.random.default_rng(0)
+    train, labels, test = real_clip["food_train"], real_clip["food_train_y"], real_clip["food_test"]
+    generate = class_gaussian_sampler(train, labels, 0.7, rng, fingerprint=_direction(rng, 0.08))
+    order = rng.permutation(len(train))
+    reference, labelled_real = train[order[:1000]], train[order[1000:]]
+    probe = SupervisedProbe.fit(labelled_real, generate(1000))
+    for share in (0.1, 0.3, 0.5):
+        n_fake = int(share * 500)
+        candidate = np.vstack([test[: 500 - n_fake], generate(n_fake)])
+        estimate = estimate_fraction(reference, candidate, probe).estimates["supervised"]
+        assert abs(estimate.value - share) <= 0.07, (share, estimate.value)
+
+
+def test_generator_shift_flagged_on_real_clip(real_clip):
+    rng = np.random.default_rng(1)
+    train, labels, test = (real_clip[k] for k in ("food_train", "food_train_y", "food_test"))
+    probe = SupervisedProbe.fit(train[1000:], class_gaussian_sampler(train, labels, 0.7, rng, _direction(rng, 0.08))(1000))
+    # The candidate's synthetic items come from another generator: fitted to the same photos but
+    # with its own fingerprint and a stronger sampling bias (lambda = 0.3).
+    other = class_gaussian_sampler(train, labels, 0.3, rng, fingerprint=_direction(rng, 0.08))
+    candidate = np.vstack([test[:300], other(200)])
+    report = estimate_fraction(train[:1000], candidate, probe)
+    assert any(w.startswith("generator shift") for w in report.warnings), report.to_dict()
