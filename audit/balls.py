@@ -27,16 +27,18 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import faiss
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from audit.index import as_float32_matrix
 
 _U = 2.0**-24  # float32 unit roundoff
 _BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix per thread
 _EXTRA = 8  # neighbours fetched beyond k, so ties within the error bound are seen
+_SMALL = 1 << 22  # distance-matrix entries below which the cross pass runs in the calling thread
 
 
 @dataclass
@@ -169,15 +171,25 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray |
     counts = np.zeros(m, dtype=np.int64)
     covered = np.zeros(n, dtype=bool)
     in_cand_ball = np.zeros(n, dtype=bool)
-    # One BLAS thread per block and one block per core: the GEMMs and the single-threaded numpy
-    # passes then both use every core.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-        for start, c, cov, inc in pool.map(lambda s: block(s, min(s + rows, m)), range(0, m, rows)):
-            counts[start : start + len(c)] = c
-            covered |= cov
-            in_cand_ball |= inc
+    if m * n <= _SMALL:  # small problems: threads would cost more than they save
+        results = [block(0, m)]
+    else:
+        # One BLAS thread per block and one block per core: the GEMMs and the single-threaded
+        # numpy passes then both use every core.
+        with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(lambda s: block(s, min(s + rows, m)), range(0, m, rows)))
+    for start, c, cov, inc in results:
+        counts[start : start + len(c)] = c
+        covered |= cov
+        in_cand_ball |= inc
     cand_radii = np.sqrt(ry2) if ry2 is not None else np.full(m, np.nan)
     return BallMembership(k, np.sqrt(rx2), cand_radii, counts, covered, in_cand_ball)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller() -> ThreadpoolController:
+    """Inspecting the loaded BLAS libraries is slow; do it once."""
+    return ThreadpoolController()
 
 
 def _sign_test(s: np.ndarray, tol: float, exact) -> np.ndarray:
