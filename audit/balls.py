@@ -87,15 +87,46 @@ def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
     fetch = min(n, k + 1 + _EXTRA)
     approx, idx = index.search(x, fetch)
     approx, idx = _drop_self(approx.astype(np.float64), idx)
+    return _refine_kth(x, approx, idx, k, group=n, all_fetched=fetch >= n)
 
+
+def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
+    """knn_sq_radii within each consecutive block of `group` rows (many small sets at once, e.g.
+    one per Monte Carlo run): a batched float32 GEMM finds the candidates."""
+    x = as_float32_matrix(x, "x")
+    n, d = x.shape
+    if n % group or not 1 <= k < group:
+        raise ValueError(f"{n} rows do not split into groups of {group} with more than k={k} points each")
+    xs = x.reshape(n // group, group, d)
+    sq = np.einsum("gij,gij->gi", xs, xs)
+    approx = sq[:, :, None] + sq[:, None, :] - 2 * (xs @ xs.transpose(0, 2, 1))
+    diagonal = np.arange(group)
+    approx[:, diagonal, diagonal] = np.inf
+    fetch = min(group - 1, k + _EXTRA)
+    part = np.argpartition(approx, fetch - 1, axis=2)[:, :, :fetch]
+    values = np.take_along_axis(approx, part, axis=2)
+    order = np.argsort(values, axis=2)
+    part = np.take_along_axis(part, order, axis=2) + (np.arange(n // group) * group)[:, None, None]
+    values = np.take_along_axis(values, order, axis=2)
+    return _refine_kth(x, values.reshape(n, fetch).astype(np.float64), part.reshape(n, fetch), k, group,
+                       all_fetched=fetch >= group - 1)
+
+
+def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, group: int, all_fetched: bool
+                ) -> np.ndarray:
+    """Exact k-th smallest squared distance per row, from sorted approximate candidates (float32
+    expansion |x|^2 + |y|^2 - 2 x.y, self excluded) and their indices. Only candidates that tie
+    with the k-th within the rounding bound are recomputed; a row whose ties may reach past the
+    fetched candidates is brute-forced within its group."""
+    n, d = x.shape
     x64 = x.astype(np.float64)
     norms = np.einsum("ij,ij->i", x64, x64)
-    # FAISS computes |x|^2 + |y|^2 - 2 x.y in float32: error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2.
+    # float32 expansion error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2.
     tol = _gamma(d + 4) * (np.sqrt(norms) + np.sqrt(norms.max())) ** 2
     kth = approx[:, k - 1]
     sure = approx < (kth - 2 * tol)[:, None]  # surely among the k nearest
     unsure = ~sure & (approx <= (kth + 2 * tol)[:, None])  # may be the k-th: compute exactly
-    complete = (approx[:, -1] > kth + 2 * tol) | (fetch - 1 >= n - 1)  # every possible tie was fetched
+    complete = (approx[:, -1] > kth + 2 * tol) | all_fetched  # every possible tie was fetched
 
     rows, cols = np.nonzero(unsure)
     exact = np.full(approx.shape, np.inf)
@@ -104,8 +135,9 @@ def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
     need = k - sure.sum(axis=1)  # the k-th overall is this order statistic among the unsure ones
     radii = exact[np.arange(n), need - 1]
     for i in np.flatnonzero(~complete):  # a wall of ties beyond what was fetched: brute force
-        row = _exact_sq(x64, x64, np.full(n, i), np.arange(n))
-        row[i] = np.inf
+        peers = np.arange(i // group * group, (i // group + 1) * group)
+        row = _exact_sq(x64, x64, np.full(group, i), peers)
+        row[i - peers[0]] = np.inf
         radii[i] = np.partition(row, k - 1)[k - 1]
     return radii
 
@@ -119,8 +151,20 @@ def _drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return dist[~is_self].reshape(shape), idx[~is_self].reshape(shape)
 
 
-def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray | None, k: int) -> BallMembership:
-    """The cross pass. Without candidate radii (ry2 None) recall is skipped (left all False)."""
+def grouped_ball_membership(reference: np.ndarray, ref_sq_radii: np.ndarray, candidates: np.ndarray, group: int,
+                            k: int) -> BallMembership:
+    """Ball membership of many candidate sets of `group` rows each (stacked) against one
+    reference whose squared radii are known: `ref_covered` and `ref_in_cand_ball` come back as
+    (n_sets, N), `cand_ball_counts` per stacked row, candidate radii within each set."""
+    x = as_float32_matrix(reference, "reference")
+    y = as_float32_matrix(candidates, "candidates")
+    return _membership(x, y, np.asarray(ref_sq_radii, np.float64), grouped_knn_sq_radii(y, group, k), k, group)
+
+
+def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray | None, k: int,
+                group: int | None = None) -> BallMembership:
+    """The cross pass. Without candidate radii (ry2 None) recall is skipped (left all False).
+    With `group`, y is a stack of sets of that many rows, answered set by set."""
     n, d = x.shape
     m = y.shape[0]
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
@@ -149,28 +193,31 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray |
         tol = _gamma(d + 4) * (bound_x + 2.0 * float(ny[start:stop].max()))
         inside = _sign_test(s, tol, lambda j, i: _exact_sq(y64, x64, j + start, i) <= rx2[i])
         counts = np.count_nonzero(inside, axis=1)
-        covered = inside.any(axis=0)
+        covered = inside.reshape(-1, group, n).any(axis=1)
         if ry2 is None:
-            return start, counts, covered, np.zeros(n, dtype=bool)
+            return start, counts, covered, np.zeros_like(covered)
         s += rx2_f32  # now d^2 - r_y^2 after the next line, in place
         s -= ry2[start:stop, None].astype(np.float32)
-        # Recall needs one bit per reference point: a column minimum, exact checks only where
-        # the minimum sits within the bound of zero.
-        col_min = s.min(axis=0)
+        # Recall needs one bit per (set, reference point): a column minimum per set, exact
+        # checks only where the minimum sits within the bound of zero.
+        per_set = s.reshape(-1, group, n)
+        col_min = per_set.min(axis=1)
         in_cand = col_min <= -(tol + shift)
-        unsure_cols = np.flatnonzero(np.abs(col_min) <= tol + shift)
-        if len(unsure_cols):
-            j, c = np.nonzero(s[:, unsure_cols] <= tol + shift)
-            i = unsure_cols[c]
-            hit = _exact_sq(y64, x64, j + start, i) <= ry2[j + start]
-            in_cand[i[hit]] = True
+        unsure_g, unsure_i = np.nonzero(np.abs(col_min) <= tol + shift)
+        if len(unsure_g):
+            u, j = np.nonzero(per_set[unsure_g, :, unsure_i] <= tol + shift)
+            rows_ = start + unsure_g[u] * group + j
+            hit = _exact_sq(y64, x64, rows_, unsure_i[u]) <= ry2[rows_]
+            in_cand[unsure_g[u][hit], unsure_i[u][hit]] = True
         return start, counts, covered, in_cand
 
+    group = group or m
     threads = os.cpu_count() or 1
     rows = max(1, min(-(-m // threads), _BLOCK_BYTES // (4 * n)))
+    rows = max(group, rows // group * group)  # blocks hold whole sets
     counts = np.zeros(m, dtype=np.int64)
-    covered = np.zeros(n, dtype=bool)
-    in_cand_ball = np.zeros(n, dtype=bool)
+    covered = np.zeros((m // group, n), dtype=bool)
+    in_cand_ball = np.zeros((m // group, n), dtype=bool)
     if m * n <= _SMALL:  # small problems: threads would cost more than they save
         results = [block(0, m)]
     else:
@@ -180,9 +227,11 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray |
             results = list(pool.map(lambda s: block(s, min(s + rows, m)), range(0, m, rows)))
     for start, c, cov, inc in results:
         counts[start : start + len(c)] = c
-        covered |= cov
-        in_cand_ball |= inc
+        covered[start // group : start // group + len(cov)] = cov
+        in_cand_ball[start // group : start // group + len(inc)] = inc
     cand_radii = np.sqrt(ry2) if ry2 is not None else np.full(m, np.nan)
+    if group == m:  # one candidate set
+        covered, in_cand_ball = covered[0], in_cand_ball[0]
     return BallMembership(k, np.sqrt(rx2), cand_radii, counts, covered, in_cand_ball)
 
 

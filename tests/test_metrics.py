@@ -284,3 +284,19 @@ def test_radii_with_walls_of_ties_equal_brute_force():
     np.fill_diagonal(sq, np.inf)
     for k in (1, 5, 20):
         np.testing.assert_array_equal(knn_sq_radii(x, k), np.sort(sq, axis=1)[:, k - 1])
+
+
+def test_grouped_membership_equals_one_set_at_a_time():
+    from audit.balls import grouped_ball_membership, knn_sq_radii
+
+    x, _ = datasets()["gaussian"]
+    rng = np.random.default_rng(9)
+    sets = [rng.standard_normal((40, 16)).astype(np.float32) * s for s in (0.5, 1.0, 1.5)]
+    sets[1][:5] = x[:5]  # exact copies of reference items
+    grouped = grouped_ball_membership(x, knn_sq_radii(x, 5), np.vstack(sets), 40, 5)
+    for g, y in enumerate(sets):
+        single = ball_membership(x, y, 5)
+        np.testing.assert_array_equal(grouped.cand_ball_counts[40 * g : 40 * (g + 1)], single.cand_ball_counts)
+        np.testing.assert_array_equal(grouped.ref_covered[g], single.ref_covered)
+        np.testing.assert_array_equal(grouped.ref_in_cand_ball[g], single.ref_in_cand_ball)
+        np.testing.assert_array_equal(grouped.cand_radii[40 * g : 40 * (g + 1)], single.cand_radii)
