@@ -192,7 +192,11 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     S1^1/2 S2 S1^1/2 is symmetric PSD, so its square root's trace is the sum of the square roots of
     its eigenvalues (equal to tr sqrtm(S1 S2), which has the same eigenvalues) and no complex
     arithmetic is needed."""
-    root1 = _psd_sqrt(sigma1)
+    return _frechet_with_root(mu1, sigma1, _psd_sqrt(sigma1), mu2, sigma2)
+
+
+def _frechet_with_root(mu1, sigma1, root1, mu2, sigma2) -> float:
+    """The same, with S1^1/2 given (many distances to one reference)."""
     middle = root1 @ sigma2 @ root1
     eig = np.linalg.eigvalsh((middle + middle.T) / 2)
     trace_sqrt = float(np.sqrt(np.clip(eig, 0, None)).sum())

@@ -39,7 +39,7 @@ import numpy as np
 
 from audit.balls import grouped_ball_membership, knn_sq_radii
 from audit.index import ExactIndex, as_float32_matrix
-from audit.metrics import frechet_distance_from_stats, tail_indices
+from audit.metrics import _frechet_with_root, _psd_sqrt, tail_indices
 
 LOOPS = ("fully_synthetic", "augment", "fresh", "accumulate")
 MODELS = ("gaussian", "gmm", "categorical")
@@ -201,16 +201,16 @@ class GaussianStandIn:
 
     def fit(self, groups):
         total, mean, scatter = pool(groups)
-        return {"mu": mean, "cov": scatter / total}
+        return {"mu": mean, "cov": scatter / total, "root": psd_root(scatter / total)}
 
     def synthetic_stats(self, rng, state, lam, n):
-        return (n, *sample_stats(rng, state["mu"], psd_root(lam * state["cov"]), n))
+        return (n, *sample_stats(rng, state["mu"], math.sqrt(lam) * state["root"], n))
 
     def output_moments(self, state, lam):
         return state["mu"], lam * state["cov"]
 
     def sample(self, rng, state, lam, m):
-        return state["mu"] + rng.standard_normal((m, len(state["mu"]))) @ psd_root(lam * state["cov"]).T
+        return state["mu"] + math.sqrt(lam) * rng.standard_normal((m, len(state["mu"]))) @ state["root"].T
 
     def alive(self, state, samples, space):
         return None  # judged from the samples
@@ -274,7 +274,7 @@ class MixtureStandIn:
 class CategoricalStandIn:
     def __init__(self, space: ReferenceSpace):
         self.labels = space.labels
-        self.members = [np.flatnonzero(space.labels == j) for j in range(len(space.centroids))]
+        self.members = [np.flatnonzero(space.labels == j) for j in range(int(space.labels.max()) + 1)]
         self.q0 = np.array([len(m) for m in self.members], dtype=float) / len(space.labels)
         pts = space.points
         self.cmean = np.array([pts[m].mean(axis=0) for m in self.members])
@@ -340,7 +340,7 @@ class Forecast:
 
 def simulate(space: ReferenceSpace, loop: str = "fresh", model: str = "gaussian", real_fraction: float = 0.1,
              n: int = 1000, lam: float = 0.8, generations: int = 20, runs: int = 200, seed: int = 0,
-             eval_size: int = 200) -> dict[str, np.ndarray]:
+             eval_size: int = 128) -> dict[str, np.ndarray]:
     """Run the Monte Carlo; returns name -> (runs, generations + 1) array of metric values."""
     if loop not in LOOPS:
         raise ValueError(f"unknown loop '{loop}': use one of {', '.join(LOOPS)}")
@@ -352,34 +352,41 @@ def simulate(space: ReferenceSpace, loop: str = "fresh", model: str = "gaussian"
         raise ValueError("need n >= 2, generations >= 0, runs >= 1 and eval_size > k")
     rng = np.random.default_rng(seed)
     stand_in = _stand_in(model, space, seed)
-    n_real = int(round(real_fraction * n)) if loop in ("augment", "fresh") else 0
-    n_syn = n - n_real
-
-    states = [stand_in.initial(rng, n) for _ in range(runs)]
-    fixed_real = [stand_in.real_stats(rng, n_real) if loop == "augment" and n_real else None for _ in range(runs)]
-    accumulated = [[stand_in.real_stats(rng, n)] if loop == "accumulate" else None for _ in range(runs)]
     values = {name: np.empty((runs, generations + 1)) for name in METRICS}
     mu0, cov0 = space.points.mean(axis=0), np.cov(space.points, rowvar=False, bias=True)
-    for t in range(generations + 1):
-        _score(space, stand_in, states, lam, eval_size, rng, values, t, mu0, cov0)
-        if t == generations:
-            break
-        for r in range(runs):
-            synthetic = stand_in.synthetic_stats(rng, states[r], lam, n_syn)
-            if loop == "fully_synthetic":
-                groups = [synthetic]
-            elif loop == "augment":
-                groups = [synthetic] + ([fixed_real[r]] if n_real else [])
-            elif loop == "fresh":
-                groups = [synthetic] + ([stand_in.real_stats(rng, n_real)] if n_real else [])
-            else:
-                accumulated[r].append(synthetic)
-                groups = accumulated[r]
-            states[r] = stand_in.fit(groups)
+    reference_moments = (mu0, cov0, _psd_sqrt(cov0))
+    for t, states in enumerate(evolve(stand_in, loop, real_fraction, n, lam, generations, runs, rng)):
+        _score(space, stand_in, states, lam, eval_size, rng, values, t, reference_moments)
     return values
 
 
-def _score(space, stand_in, states, lam, eval_size, rng, values, t, mu0, cov0) -> None:
+def evolve(stand_in, loop: str, real_fraction: float, n: int, lam: float, generations: int, runs: int,
+           rng: np.random.Generator):
+    """Yield the list of per-run model states for generations 0..generations."""
+    n_real = int(round(real_fraction * n)) if loop in ("augment", "fresh") else 0
+    n_syn = n - n_real
+    states = [stand_in.initial(rng, n) for _ in range(runs)]
+    fixed_real = [stand_in.real_stats(rng, n_real) if loop == "augment" and n_real else None for _ in range(runs)]
+    accumulated = [[stand_in.real_stats(rng, n)] if loop == "accumulate" else None for _ in range(runs)]
+    for t in range(generations + 1):
+        yield states
+        if t == generations:
+            return
+        for r in range(runs):
+            synthetic = [stand_in.synthetic_stats(rng, states[r], lam, n_syn)] if n_syn else []
+            if loop == "fully_synthetic":
+                groups = synthetic
+            elif loop == "augment":
+                groups = synthetic + ([fixed_real[r]] if n_real else [])
+            elif loop == "fresh":
+                groups = synthetic + ([stand_in.real_stats(rng, n_real)] if n_real else [])
+            else:
+                accumulated[r] += synthetic
+                groups = accumulated[r]
+            states[r] = stand_in.fit(groups)
+
+
+def _score(space, stand_in, states, lam, eval_size, rng, values, t, reference_moments) -> None:
     runs = len(states)
     samples = np.vstack([stand_in.sample(rng, s, lam, eval_size) for s in states]).astype(np.float32)
     b = grouped_ball_membership(space.eval_points, space.eval_sq_radii, samples, eval_size, space.k)
@@ -391,7 +398,7 @@ def _score(space, stand_in, states, lam, eval_size, rng, values, t, mu0, cov0) -
     n_clusters = len(space.centroids)
     for r, state in enumerate(states):
         mean, cov = stand_in.output_moments(state, lam)
-        values["fd"][r, t] = frechet_distance_from_stats(mu0, cov0, mean, cov)
+        values["fd"][r, t] = _frechet_with_root(*reference_moments, mean, cov)
         alive = stand_in.alive(state, samples, space)
         values["clusters_alive"][r, t] = alive if alive is not None else (
             np.unique(nearest[r]).size / n_clusters)
@@ -419,7 +426,7 @@ def mad_horizon(values: dict[str, np.ndarray], threshold: float) -> dict[str, An
 
 def project(reference: np.ndarray, loop: str = "fresh", model: str = "gaussian", real_fraction: float = 0.1,
             n: int = 1000, lam: float = 0.8, generations: int = 20, runs: int = 200, dim: int = 64, seed: int = 0,
-            threshold: float = 0.5, eval_size: int = 200, k: int = 5, search_fresh: bool = True,
+            threshold: float = 0.5, eval_size: int = 128, k: int = 5, search_fresh: bool = True,
             space: ReferenceSpace | None = None) -> Forecast:
     """Forecast the metrics over generations for one loop and stand-in (see the module docstring).
 
