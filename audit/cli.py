@@ -192,6 +192,73 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
         click.echo(f"suspicious: {item['key']}  " + ", ".join(f"{k}={v:.3f}" for k, v in item.items() if k != "key"))
 
 
+@main.command()
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidate", required=False, type=click.Path(path_type=Path))
+@click.option("--detector", "detector_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With CANDIDATE: use this detector's synthetic share and scores.")
+@click.option("--loop", default="fresh", show_default=True,
+              type=click.Choice(["fully_synthetic", "augment", "fresh", "accumulate", "all"]))
+@click.option("--stand-in", "stand_in", default="gaussian", show_default=True,
+              type=click.Choice(["gaussian", "gmm", "categorical"]), help="Generative stand-in.")
+@click.option("--real-fraction", type=click.FloatRange(0, 1), help="Fresh/fixed real share p [default: from CANDIDATE, else 0.1].")
+@click.option("--n", "n", type=click.IntRange(min=2), help="Training items per generation [default: CANDIDATE's size, else 1000].")
+@click.option("--lam", type=click.FloatRange(0, 1, min_open=True), help="Sampling bias [default: from CANDIDATE, else 0.8].")
+@click.option("--generations", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--dim", default=64, show_default=True, type=click.IntRange(min=1), help="PCA subspace dimension.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Recall / tail coverage level that marks the MAD horizon.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the forecast curves (PNG).")
+@click.option("--json", "as_json", is_flag=True)
+@model_options
+def project(reference, candidate, detector_path, loop, stand_in, real_fraction, n, lam, generations, runs, dim,
+            threshold, seed, plot, as_json, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
+    """Forecast how fast a training mixture goes MAD if reused generation after generation.
+    With CANDIDATE, p, lambda and n are measured on it (flags override)."""
+    from audit import projector
+    from audit.render import forecast_plot, forecast_table
+
+    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    measured: dict = {}
+    if candidate is not None:
+        from detectors.fraction import estimate_fraction
+        from detectors.probe import SupervisedProbe
+
+        ref, cand = _load_pair(reference, candidate, options)
+        probe = SupervisedProbe.load(detector_path) if detector_path else None
+        report = estimate_fraction(ref.vectors, cand.vectors, probe, cand.model_identity, seed=seed)
+        kind = "supervised" if probe else "unsupervised"
+        scores = report.item_scores[kind]
+        measured = projector.inputs_from_audit(ref.vectors, cand.vectors, scores, report.estimates[kind].value)
+        reference_vectors = ref.vectors
+    else:
+        reference_vectors = _load_pair(reference, reference, options)[0].vectors
+    inputs = {"real_fraction": 0.1, "n": 1000, "lam": 0.8, **measured}
+    inputs.update({k: v for k, v in (("real_fraction", real_fraction), ("n", n), ("lam", lam)) if v is not None})
+    try:
+        space = projector.ReferenceSpace.fit(reference_vectors, dim, seed=seed)
+        loops = projector.LOOPS if loop == "all" else (loop,)
+        forecasts = [projector.project(None, loop=lp, model=stand_in, generations=generations, runs=runs, seed=seed,
+                                       threshold=threshold, space=space, search_fresh=lp == loops[0], **inputs)
+                     for lp in loops]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if plot:
+        forecast_plot(forecasts, plot)
+    if as_json:
+        click.echo(json.dumps({"inputs": inputs, "measured": measured, "forecasts": [f.to_dict() for f in forecasts]},
+                              indent=2))
+        return
+    if measured:
+        click.echo("measured on the candidate: " + ", ".join(f"{k}={v:.3g}" for k, v in measured.items()))
+    for fc in forecasts:
+        click.echo(forecast_table(fc) + "\n")
+    if plot:
+        click.echo(f"forecast curves written to {plot}")
+
+
 def _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
     from audit.inputs import EmbedOptions
 

@@ -452,6 +452,19 @@ def project(reference: np.ndarray, loop: str = "fresh", model: str = "gaussian",
     return Forecast(loop, model, params, list(range(generations + 1)), summarise_runs(values), summary, values)
 
 
+def inputs_from_audit(reference: np.ndarray, candidate: np.ndarray, synthetic_scores: np.ndarray,
+                      synthetic_share: float) -> dict[str, float]:
+    """The projector's inputs measured on a candidate set: real fraction p = 1 - estimated
+    synthetic share, n = the candidate's size, and lambda = the spread (total variance) of the
+    likely-synthetic items (score > 0.5) over that of the reference, clipped to (0, 1]."""
+    x = np.asarray(reference, dtype=np.float64)
+    likely = np.asarray(candidate, dtype=np.float64)[np.asarray(synthetic_scores) > 0.5]
+    lam = 1.0
+    if len(likely) >= 2:
+        lam = float(np.clip(np.trace(np.cov(likely, rowvar=False)) / np.trace(np.cov(x, rowvar=False)), 1e-3, 1.0))
+    return {"real_fraction": float(np.clip(1 - synthetic_share, 0, 1)), "lam": lam, "n": int(len(candidate))}
+
+
 def min_fresh_fraction(space: ReferenceSpace, model: str, n: int, lam: float, generations: int, runs: int, seed: int,
                        threshold: float, eval_size: int, steps: int = 6) -> float | None:
     """Smallest p (to 1/2^steps) whose fresh loop keeps median recall >= threshold at every

@@ -205,3 +205,37 @@ def test_detector_train_and_fraction_commands(tmp_path, real_clip):
     (tmp_path / "bad.json").write_text("{}")
     code, output = run_cli("fraction", tmp_path / "ref.npy", tmp_path / "cand.npy", "--detector", tmp_path / "bad.json")
     assert code == 2 and "not a madaudit detector" in output
+
+
+def test_project_command(tmp_path, real_clip):
+    from test_detectors import World
+
+    np.save(tmp_path / "ref.npy", real_clip["food_train"])
+    code, output = run_cli("project", tmp_path / "ref.npy", "--loop", "all", "--generations", "3", "--runs", "6",
+                           "--dim", "16", "--plot", tmp_path / "forecast.png")
+    assert code == 0, output
+    for loop in ("fully_synthetic", "augment", "fresh", "accumulate"):
+        assert f"loop {loop}" in output
+    assert "MAD horizon" in output and (tmp_path / "forecast.png").stat().st_size > 10_000
+
+    world = World(7)
+    np.save(tmp_path / "wref.npy", world.real(400).astype(np.float32))
+    np.save(tmp_path / "wcand.npy", world.candidate(400, 0.5).astype(np.float32))
+    code, output = run_cli("project", tmp_path / "wref.npy", tmp_path / "wcand.npy", "--generations", "2",
+                           "--runs", "4", "--dim", "8", "--json", "--n", "300")
+    assert code == 0, output
+    data = json.loads(output)
+    assert 0.3 < data["measured"]["real_fraction"] < 0.8 and data["inputs"]["n"] == 300
+    assert data["measured"]["lam"] < 1.0  # the synthetic part is less spread out
+
+
+def test_project_stand_in_option_does_not_clash_with_the_embedder_model(tmp_path, real_clip):
+    import warnings
+
+    np.save(tmp_path / "ref.npy", real_clip["food_train"][:600])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, output = run_cli("project", tmp_path / "ref.npy", "--stand-in", "categorical", "--generations", "2",
+                               "--runs", "4", "--dim", "8", "--json")
+    assert code == 0, output
+    assert json.loads(output)["forecasts"][0]["model"] == "categorical"

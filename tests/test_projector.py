@@ -131,15 +131,17 @@ def test_forecasts_are_monotone_in_lambda_and_fresh_share(food_space):
 
 @pytest.mark.parametrize("model", ["gaussian", "gmm", "categorical"])
 def test_fully_synthetic_loop_on_food101_loses_recall_and_tails(food_space, model):
-    fc = project(None, loop="fully_synthetic", model=model, lam=0.7, n=1000, generations=6, runs=20,
+    fc = project(None, loop="fully_synthetic", model=model, lam=0.7, n=1000, generations=8, runs=20,
                  space=food_space, search_fresh=False)
     recall, tail = fc.metrics["recall"]["median"], fc.metrics["tail_coverage"]["median"]
     assert recall[6] < 0.6 * recall[0]
-    assert tail[6] < tail[0] or tail[6] < 0.6
-    assert fc.metrics["clusters_alive"]["median"][6] <= fc.metrics["clusters_alive"]["median"][0]
-    assert fc.summary["mad_horizon"]["median"] != ">6"
-    json_ready = fc.to_dict()
-    assert len(json_ready["metrics"]["fd"]["p90"]) == 7
+    # Tail coverage falls too; for the Gaussian it first rises (shrunk samples sit nearer the
+    # centre of the reference's shell, inside the large balls of its sparse points) and falls later.
+    assert tail[8] < tail[0]
+    assert fc.metrics["clusters_alive"]["median"][8] < fc.metrics["clusters_alive"]["median"][0]
+    assert fc.metrics["fd"]["median"][8] > fc.metrics["fd"]["median"][0]
+    assert fc.summary["mad_horizon"]["median"] != ">8"
+    assert len(fc.to_dict()["metrics"]["fd"]["p90"]) == 9
 
 
 def test_summary_numbers(food_space):
