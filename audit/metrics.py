@@ -182,7 +182,9 @@ def gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
-def _psd_sqrt(a: np.ndarray) -> np.ndarray:
+def psd_sqrt(a: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric positive semi-definite matrix (negative rounding
+    noise in the eigenvalues clipped to 0)."""
     w, v = np.linalg.eigh((a + a.T) / 2)
     return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
 
@@ -192,10 +194,10 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     S1^1/2 S2 S1^1/2 is symmetric PSD, so its square root's trace is the sum of the square roots of
     its eigenvalues (equal to tr sqrtm(S1 S2), which has the same eigenvalues) and no complex
     arithmetic is needed."""
-    return _frechet_with_root(mu1, sigma1, _psd_sqrt(sigma1), mu2, sigma2)
+    return frechet_distance_with_root(mu1, sigma1, psd_sqrt(sigma1), mu2, sigma2)
 
 
-def _frechet_with_root(mu1, sigma1, root1, mu2, sigma2) -> float:
+def frechet_distance_with_root(mu1, sigma1, root1, mu2, sigma2) -> float:
     """The same, with S1^1/2 given (many distances to one reference)."""
     middle = root1 @ sigma2 @ root1
     eig = np.linalg.eigvalsh((middle + middle.T) / 2)

@@ -39,7 +39,7 @@ import numpy as np
 
 from audit.balls import grouped_ball_membership, knn_sq_radii
 from audit.index import ExactIndex, as_float32_matrix
-from audit.metrics import _frechet_with_root, _psd_sqrt, tail_indices
+from audit.metrics import frechet_distance_with_root, psd_sqrt, tail_indices
 
 LOOPS = ("fully_synthetic", "augment", "fresh", "accumulate")
 MODELS = ("gaussian", "gmm", "categorical")
@@ -103,11 +103,6 @@ def max_admissible_synthetic(n_real: int, lam: float, limit_factor: int = 1000) 
 
 # ---------------------------------------------------------------------------------------------
 # Sampling helpers
-
-
-def psd_root(cov: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((cov + cov.T) / 2)
-    return v * np.sqrt(np.clip(w, 0, None))
 
 
 def sample_stats(rng: np.random.Generator, mu: np.ndarray, root: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +186,7 @@ class GaussianStandIn:
     def __init__(self, space: ReferenceSpace):
         self.mu0 = space.points.mean(axis=0)
         self.cov0 = np.cov(space.points, rowvar=False, bias=True)
-        self.root0 = psd_root(self.cov0)
+        self.root0 = psd_sqrt(self.cov0)
 
     def real_stats(self, rng, n):
         return (n, *sample_stats(rng, self.mu0, self.root0, n))
@@ -201,7 +196,7 @@ class GaussianStandIn:
 
     def fit(self, groups):
         total, mean, scatter = pool(groups)
-        return {"mu": mean, "cov": scatter / total, "root": psd_root(scatter / total)}
+        return {"mu": mean, "cov": scatter / total, "root": psd_sqrt(scatter / total)}
 
     def synthetic_stats(self, rng, state, lam, n):
         return (n, *sample_stats(rng, state["mu"], math.sqrt(lam) * state["root"], n))
@@ -225,7 +220,7 @@ class MixtureStandIn:
         gmm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-6 * np.trace(
             np.cov(space.points, rowvar=False)) / space.dim, random_state=seed).fit(space.points)
         self.w0, self.mu0, self.cov0 = gmm.weights_, gmm.means_, gmm.covariances_
-        self.roots0 = [psd_root(c) for c in self.cov0]
+        self.roots0 = [psd_sqrt(c) for c in self.cov0]
 
     def _groups(self, rng, weights, mus, roots, n):
         counts = rng.multinomial(n, weights)
@@ -250,7 +245,7 @@ class MixtureStandIn:
         return {"w": weights / weights.sum(), "mu": mus, "cov": covs}
 
     def synthetic_stats(self, rng, state, lam, n):
-        roots = [psd_root(lam * c) for c in state["cov"]]
+        roots = [psd_sqrt(lam * c) for c in state["cov"]]
         return self._groups(rng, state["w"], state["mu"], roots, n)
 
     def output_moments(self, state, lam):
@@ -264,7 +259,7 @@ class MixtureStandIn:
         out = np.empty((m, state["mu"].shape[1]))
         for j in np.unique(comp):
             rows = comp == j
-            out[rows] = state["mu"][j] + rng.standard_normal((rows.sum(), out.shape[1])) @ psd_root(lam * state["cov"][j]).T
+            out[rows] = state["mu"][j] + rng.standard_normal((rows.sum(), out.shape[1])) @ psd_sqrt(lam * state["cov"][j]).T
         return out
 
     def alive(self, state, samples, space):
@@ -354,7 +349,7 @@ def simulate(space: ReferenceSpace, loop: str = "fresh", model: str = "gaussian"
     stand_in = _stand_in(model, space, seed)
     values = {name: np.empty((runs, generations + 1)) for name in METRICS}
     mu0, cov0 = space.points.mean(axis=0), np.cov(space.points, rowvar=False, bias=True)
-    reference_moments = (mu0, cov0, _psd_sqrt(cov0))
+    reference_moments = (mu0, cov0, psd_sqrt(cov0))
     for t, states in enumerate(evolve(stand_in, loop, real_fraction, n, lam, generations, runs, rng)):
         _score(space, stand_in, states, lam, eval_size, rng, values, t, reference_moments)
     return values
@@ -398,7 +393,7 @@ def _score(space, stand_in, states, lam, eval_size, rng, values, t, reference_mo
     n_clusters = len(space.centroids)
     for r, state in enumerate(states):
         mean, cov = stand_in.output_moments(state, lam)
-        values["fd"][r, t] = _frechet_with_root(*reference_moments, mean, cov)
+        values["fd"][r, t] = frechet_distance_with_root(*reference_moments, mean, cov)
         alive = stand_in.alive(state, samples, space)
         values["clusters_alive"][r, t] = alive if alive is not None else (
             np.unique(nearest[r]).size / n_clusters)

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import time
 import huggingface_hub
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from click.testing import CliRunner
 
 from audit import __version__

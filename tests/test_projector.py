@@ -33,7 +33,7 @@ def gaussian_runs(loop, n, lam, generations, runs, real_fraction=0.0, d=4, seed=
 def test_sufficient_statistics_are_exact_in_distribution():
     rng = np.random.default_rng(0)
     cov = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 0.5]])
-    root = projector.psd_root(cov)
+    root = projector.psd_sqrt(cov)
     for n in (3, 40):  # direct draws and Bartlett's construction
         draws = [sample_stats(rng, np.zeros(3), root, n) for _ in range(4000)]
         scatter = np.mean([s for _, s in draws], axis=0)
@@ -150,3 +150,11 @@ def test_summary_numbers(food_space):
     assert fc.summary["fresh_fixed_point"] == pytest.approx(0.2 / (1 - 0.8 * 0.8))
     p = fc.summary["min_fresh_fraction"]
     assert p is None or 0 <= p <= 1
+
+
+def test_package_level_api(food_space):
+    import audit
+
+    fc = audit.project(None, loop="accumulate", generations=1, runs=3, space=food_space, search_fresh=False)
+    assert fc.loop == "accumulate" and "recall" in fc.to_dict()["metrics"]
+    assert callable(audit.compare)
