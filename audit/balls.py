@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from audit.index import as_float32_matrix
+from audit.index import as_float32_matrix, not_self
 
 _U = 2.0**-24  # float32 unit roundoff
 _BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix per thread
@@ -143,12 +143,9 @@ def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, grou
 
 
 def _drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each row's own index from (n, f) neighbour lists; where self is absent (more than
-    f - 1 exact duplicates), drop the last entry instead."""
-    is_self = idx == np.arange(len(idx))[:, None]
-    is_self[~is_self.any(axis=1), -1] = True
+    keep = not_self(idx, np.arange(len(idx)))
     shape = (idx.shape[0], idx.shape[1] - 1)
-    return dist[~is_self].reshape(shape), idx[~is_self].reshape(shape)
+    return dist[keep].reshape(shape), idx[keep].reshape(shape)
 
 
 def grouped_ball_membership(reference: np.ndarray, ref_sq_radii: np.ndarray, candidates: np.ndarray, group: int,

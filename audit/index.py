@@ -109,10 +109,13 @@ class ExactIndex:
         return np.einsum("nkd,nkd->nk", diff, diff)
 
 
-def _drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """From (n, f) neighbour lists, remove each row's own index; where self is absent (more
-    than f-1 exact duplicates tie at distance 0), drop the last entry instead."""
+def not_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mask keeping f - 1 entries of each (n, f) neighbour list: all but the row's own index, or,
+    where self is absent (more than f - 1 exact duplicates tie at distance 0), all but the last."""
     is_self = idx == rows[:, None]
-    absent = ~is_self.any(axis=1)
-    is_self[absent, -1] = True
-    return idx[~is_self].reshape(idx.shape[0], idx.shape[1] - 1)
+    is_self[~is_self.any(axis=1), -1] = True
+    return ~is_self
+
+
+def _drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return idx[not_self(idx, rows)].reshape(idx.shape[0], idx.shape[1] - 1)
