@@ -18,27 +18,22 @@ duplicate at distance 0 is inside a ball of radius 0).
 - Radii: FAISS exact k-NN (squared L2 from a float32 GEMM) finds the neighbours; only candidates
   whose approximate distance ties with the k-th within the bound are recomputed.
 - Cross pass: one GEMM per block on augmented vectors, [y, 1, |y|^2] . [-2x, |x|^2 - r_x^2, 1]
-  = d^2 - r_x^2, so a comparison is a sign test. Blocks run on all cores, one BLAS thread each
-  (numpy's element-wise passes are single-threaded; this way they run in parallel too).
+  = d^2 - r_x^2, so a comparison is a sign test. Rows are screened by counts, so index arrays
+  are built only for the rare entries within the bound.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import faiss
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from audit.index import as_float32_matrix, not_self
 
 _U = 2.0**-24  # float32 unit roundoff
-_BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix per thread
+_BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix
 _EXTRA = 8  # neighbours fetched beyond k, so ties within the error bound are seen
-_SMALL = 1 << 22  # distance-matrix entries below which the cross pass runs in the calling thread
 
 
 @dataclass
@@ -177,11 +172,11 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray |
     y_aug[:, :d] = y
     y_aug[:, d] = 1.0
     y_aug[:, d + 1] = ny
-    rx2_f32 = rx2.astype(np.float32)
+    ry2_f32 = ry2.astype(np.float32) if ry2 is not None else None
 
     # Error of one entry <= gamma_(d+4) * sum_t |a_t b_t| <= gamma (nx + |nx - rx2| + 2 ny), which
-    # also covers the float32 rounding of the two extra columns. Recall shifts by r_x^2 - r_y^2 in
-    # float32: two more roundings of size r^2.
+    # also covers the float32 rounding of the two extra columns. Recall shifts by -r_y^2 in
+    # float32 and by +r_x^2 in float64: near the boundary one more rounding of size r^2.
     bound_x = float(np.max(nx + np.abs(nx - rx2)))
     shift = 4.0 * _U * float(max(rx2.max(), ry2.max() if ry2 is not None else 0.0))
 
@@ -190,60 +185,62 @@ def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray |
         tol = _gamma(d + 4) * (bound_x + 2.0 * float(ny[start:stop].max()))
         inside = _sign_test(s, tol, lambda j, i: _exact_sq(y64, x64, j + start, i) <= rx2[i])
         counts = np.count_nonzero(inside, axis=1)
-        covered = inside.reshape(-1, group, n).any(axis=1)
+        set_rows = min(group, stop - start)  # a block holds whole sets or lies within one
+        covered = inside.reshape(-1, set_rows, n).any(axis=1)
         if ry2 is None:
-            return start, counts, covered, np.zeros_like(covered)
-        s += rx2_f32  # now d^2 - r_y^2 after the next line, in place
-        s -= ry2[start:stop, None].astype(np.float32)
-        # Recall needs one bit per (set, reference point): a column minimum per set, exact
-        # checks only where the minimum sits within the bound of zero.
-        per_set = s.reshape(-1, group, n)
-        col_min = per_set.min(axis=1)
+            return counts, covered, np.zeros_like(covered)
+        # Recall needs one bit per (set, reference point): min over the set's rows j of
+        # d^2 - r_y^2 = s + r_x^2 - r_y^2; exact checks only where it is within the bound of zero.
+        s -= ry2_f32[start:stop, None]
+        per_set = s.reshape(-1, set_rows, n)
+        col_min = per_set.min(axis=1) + rx2  # float64
         in_cand = col_min <= -(tol + shift)
         unsure_g, unsure_i = np.nonzero(np.abs(col_min) <= tol + shift)
         if len(unsure_g):
-            u, j = np.nonzero(per_set[unsure_g, :, unsure_i] <= tol + shift)
-            rows_ = start + unsure_g[u] * group + j
+            u, j = np.nonzero(per_set[unsure_g, :, unsure_i] + rx2[unsure_i, None] <= tol + shift)
+            rows_ = start + unsure_g[u] * set_rows + j
             hit = _exact_sq(y64, x64, rows_, unsure_i[u]) <= ry2[rows_]
             in_cand[unsure_g[u][hit], unsure_i[u][hit]] = True
-        return start, counts, covered, in_cand
+        return counts, covered, in_cand
 
     group = group or m
-    threads = os.cpu_count() or 1
-    rows = max(1, min(-(-m // threads), _BLOCK_BYTES // (4 * n)))
-    rows = max(group, rows // group * group)  # blocks hold whole sets
     counts = np.zeros(m, dtype=np.int64)
     covered = np.zeros((m // group, n), dtype=bool)
     in_cand_ball = np.zeros((m // group, n), dtype=bool)
-    if m * n <= _SMALL:  # small problems: threads would cost more than they save
-        results = [block(0, m)]
-    else:
-        # One BLAS thread per block and one block per core: the GEMMs and the single-threaded
-        # numpy passes then both use every core.
-        with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-            results = list(pool.map(lambda s: block(s, min(s + rows, m)), range(0, m, rows)))
-    for start, c, cov, inc in results:
-        counts[start : start + len(c)] = c
-        covered[start // group : start // group + len(cov)] = cov
-        in_cand_ball[start // group : start // group + len(inc)] = inc
+    for start, stop in _blocks(m, group, max(1, _BLOCK_BYTES // (4 * n))):
+        c, cov, inc = block(start, stop)
+        counts[start:stop] = c
+        sets = slice(start // group, start // group + len(cov))
+        covered[sets] |= cov  # a set split over blocks is covered if any block covers it
+        in_cand_ball[sets] |= inc
     cand_radii = np.sqrt(ry2) if ry2 is not None else np.full(m, np.nan)
     if group == m:  # one candidate set
         covered, in_cand_ball = covered[0], in_cand_ball[0]
     return BallMembership(k, np.sqrt(rx2), cand_radii, counts, covered, in_cand_ball)
 
 
-@lru_cache(maxsize=1)
-def _blas_controller() -> ThreadpoolController:
-    """Inspecting the loaded BLAS libraries is slow; do it once."""
-    return ThreadpoolController()
+def _blocks(m: int, group: int, rows: int):
+    """Row ranges of about `rows` rows (a few MB of distances, so the element-wise passes run in
+    the last-level cache while BLAS threads the products) that hold whole sets of `group` rows or
+    lie within one set."""
+    if group <= rows:
+        step = rows // group * group
+        yield from ((s, min(s + step, m)) for s in range(0, m, step))
+    else:
+        for first in range(0, m, group):
+            yield from ((s, min(s + rows, first + group)) for s in range(first, first + group, rows))
 
 
 def _sign_test(s: np.ndarray, tol: float, exact) -> np.ndarray:
-    """Boolean s <= 0, exact: entries with |s| <= tol are decided by `exact(rows, cols)`."""
+    """Boolean s <= 0, exact: entries with |s| <= tol are decided by `exact(rows, cols)`. Such
+    entries are rare, so rows are screened by counts before any index arrays are built."""
     inside = s <= -tol
-    unsure_j, unsure_i = np.nonzero((s <= tol) ^ inside)
-    if len(unsure_j):
-        inside[unsure_j, unsure_i] = exact(unsure_j, unsure_i)
+    maybe = np.count_nonzero(s <= tol, axis=1) != np.count_nonzero(inside, axis=1)
+    rows = np.flatnonzero(maybe)
+    if len(rows):
+        sub = s[rows]
+        j, i = np.nonzero((sub > -tol) & (sub <= tol))
+        inside[rows[j], i] = exact(rows[j], i)
     return inside
 
 

@@ -80,6 +80,7 @@ def test_small_blocks_give_the_same_answer(monkeypatch):
 
     monkeypatch.setattr(audit.balls, "_BLOCK_BYTES", 4 * len(x) * 7)  # 7 candidate rows per block
     assert prdc(x, y, 5) == expected
+    assert prdc(x, y, 5) == brute_prdc(x, y, 5)[0]
 
 
 def test_identity():
@@ -286,10 +287,14 @@ def test_radii_with_walls_of_ties_equal_brute_force():
         np.testing.assert_array_equal(knn_sq_radii(x, k), np.sort(sq, axis=1)[:, k - 1])
 
 
-def test_grouped_membership_equals_one_set_at_a_time():
+@pytest.mark.parametrize("block_rows", [None, 7, 80])  # default; sets split over blocks; 2 sets a block
+def test_grouped_membership_equals_one_set_at_a_time(block_rows, monkeypatch):
+    import audit.balls
     from audit.balls import grouped_ball_membership, knn_sq_radii
 
     x, _ = datasets()["gaussian"]
+    if block_rows:
+        monkeypatch.setattr(audit.balls, "_BLOCK_BYTES", 4 * len(x) * block_rows)
     rng = np.random.default_rng(9)
     sets = [rng.standard_normal((40, 16)).astype(np.float32) * s for s in (0.5, 1.0, 1.5)]
     sets[1][:5] = x[:5]  # exact copies of reference items
