@@ -1,6 +1,7 @@
 """The `madaudit` command line. Commands only parse options and call plain functions.
 
-Exit codes: 0 success, 2 usage or configuration error, 3 input or runtime error.
+Exit codes: 0 success (a scan that passed, warnings allowed), 1 a scan gate failed, 2 usage or
+configuration error, 3 input or runtime error.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def model_options(f):
 
     options = [
         click.option("--model", default=DEFAULT_MODEL, show_default=True,
-                     help="open_clip architecture name, a model-config .json, or hf-hub:/local-dir: name."),
+                     help="open_clip architecture name, a model-config .json, or 'pixels' (downsampled pixels + PCA "
+                          "fitted on the first image folder; needs no weights)."),
         click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True,
                      help="open_clip pretrained tag, a local checkpoint file, or 'random' (untrained, tests only)."),
         click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N."),
@@ -68,7 +70,7 @@ def embed(folder, out, model, pretrained, device, offline, batch_size, workers, 
     if not folder.is_dir():
         raise InputError(f"not a folder: {folder}")
     with EmbeddingStore(cache_path or default_cache_path()) as store:
-        embedder = _load_embedder(model, pretrained, device, offline, store)
+        embedder = _load_embedder(model, pretrained, device, offline, store, folder)
         result = embed_folder(folder, embedder, store, batch_size=batch_size, workers=workers,
                               progress=None if not quiet else False)
     save_embed_result(result, out, str(folder))
@@ -259,6 +261,128 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
         click.echo(f"forecast curves written to {plot}")
 
 
+def gate_flags(f):
+    """--min-<metric> / --max-<metric> for every gateable value, in its natural direction."""
+    from audit.policy import GATEABLE
+
+    for metric, (comparator, meaning) in reversed(list(GATEABLE.items())):
+        flag = f"--{comparator}-{metric.replace('_', '-')}"
+        f = click.option(flag, f"{comparator}_{metric}", type=float, default=None,
+                         help=f"Gate: {metric} {'>=' if comparator == 'min' else '<='} this ({meaning}).")(f)
+    return f
+
+
+@main.command()
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--detector", "detector_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A detector.json from `madaudit detector train` (adds the supervised estimate).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Policy file [default: ./madaudit.toml, else [tool.madaudit] in ./pyproject.toml, else built-in].")
+@click.option("--out", "-o", default="madaudit-report", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.json, report.md, report.html and junit.xml.")
+@click.option("--fail-on", default="fail", show_default=True, type=click.Choice(["fail", "warn", "never"]),
+              help="Exit 1 when a gate of this severity (or worse) trips; never: always exit 0 after reporting.")
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@gate_flags
+@model_options
+def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, model, pretrained, device, offline,
+         batch_size, workers, cache_path, quiet, **gate_overrides):
+    """Audit CANDIDATE against REFERENCE end to end: embed (cache reused), every metric, the
+    synthetic share, the MAD forecast, the policy's gates; write the reports; exit 0 (pass,
+    warnings allowed), 1 (a gate failed), 2 (usage or config error) or 3 (input error)."""
+    from audit.report import verdict_table, write_reports
+
+    from detectors.probe import SupervisedProbe
+
+    policy = _policy(config_path, gate_overrides)
+    if detector_path is not None:
+        try:
+            SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
+        except (OSError, ValueError, KeyError) as exc:
+            raise click.UsageError(f"--detector: {exc}") from None
+    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed)
+    written = write_reports(result.to_dict(), out)
+    click.echo(verdict_table(result.to_dict()))
+    click.echo(f"reports: {', '.join(str(p) for p in written.values())}")
+    trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
+    if result.verdict in trips:
+        sys.exit(1)
+
+
+@main.command("policy")
+@click.option("--show", is_flag=True, help="Print the policy in effect as TOML (the default action).")
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Policy file to read.")
+@gate_flags
+def policy_command(show, as_json, config_path, **gate_overrides):
+    """Show the gates a scan would apply here (defaults, config file and flags combined)."""
+    policy = _policy(config_path, gate_overrides)
+    click.echo(json.dumps(policy.to_dict(), indent=2) if as_json else policy.to_toml(), nl=False)
+
+
+@main.command()
+@click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", default="html", show_default=True, type=click.Choice(["html", "md", "junit", "json"]))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+def report(result, fmt, out):
+    """Re-render a report.json (from `madaudit scan`) as html, md or junit, without recomputing."""
+    from audit.report import render_html, render_junit, render_markdown
+    from audit.scan import ScanResult
+
+    try:
+        data = ScanResult.from_json(result).to_dict()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(str(exc)) from None
+    text = {"html": render_html, "md": render_markdown, "junit": render_junit,
+            "json": lambda d: json.dumps(d, indent=2) + "\n"}[fmt](data)
+    if out:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"written to {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--out", "-o", default="madaudit-demo", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the generated fixtures, detector and reports.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def demo(out, seed):
+    """Offline demo: build digit fixtures (real digits plus 20% synthetic ones from a biased
+    generator), train a detector, and scan, with the `pixels` embedder (no weights needed)."""
+    from audit.demo import run_demo
+    from audit.report import verdict_table
+
+    result, paths = run_demo(out, seed=seed, progress=lambda msg: click.echo(msg))
+    click.echo(verdict_table(result.to_dict()))
+    click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
+
+
+def _policy(config_path, gate_overrides):
+    from audit.policy import PolicyError, load_policy, with_overrides
+
+    try:
+        return with_overrides(load_policy(config_path), {k: v for k, v in gate_overrides.items() if v is not None})
+    except PolicyError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _run_scan(reference, candidate, detector_path, policy, options, **kwargs):
+    from audit.embedding import ModelNotFound, WeightsUnavailable
+    from audit.inputs import InputProblem
+    from audit.scan import scan as run_scan
+    from detectors.base import ModelMismatch
+
+    try:
+        return run_scan(reference, candidate, detector_path, policy, options, **kwargs)
+    except (ModelNotFound, ModelMismatch) as exc:
+        raise click.UsageError(str(exc)) from None
+    except (InputProblem, WeightsUnavailable, OSError) as exc:
+        raise InputError(str(exc)) from None
+
+
 def _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
     from audit.inputs import EmbedOptions
 
@@ -283,13 +407,16 @@ def _load_pair(reference, candidate, options):
     return ref, cand
 
 
-def _load_embedder(model, pretrained, device, offline, store):
-    from audit.embedding import ModelNotFound, WeightsUnavailable, load_embedder
+def _load_embedder(model, pretrained, device, offline, store, folder):
+    from audit.embedding import ModelNotFound, WeightsUnavailable
+    from audit.inputs import InputProblem, load_image_embedder
 
     try:
-        return load_embedder(model, pretrained, device, allow_download=False if offline else None, store=store)
+        return load_image_embedder(model, pretrained, device, False if offline else None, store, folder)
     except ModelNotFound as exc:
         raise click.UsageError(str(exc)) from None
+    except InputProblem as exc:
+        raise InputError(str(exc)) from None
     except WeightsUnavailable as exc:
         raise InputError(str(exc)) from None
     except ValueError as exc:  # e.g. cuda requested without CUDA

@@ -112,3 +112,17 @@ def _load_matrix(path: Path) -> np.ndarray:
     if vectors.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D array (n, d), got shape {vectors.shape}")
     return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def read_folder_extras(path: str | os.PathLike) -> tuple[list[Skipped], str | None]:
+    """What an embedding folder says beyond its vectors: the files it left out (skipped.csv) and
+    the image folder it was made from (madaudit.json `source`), when present."""
+    path = Path(path)
+    skipped: list[Skipped] = []
+    if (path / SKIPPED_FILE).is_file():
+        with open(path / SKIPPED_FILE, newline="", encoding="utf-8") as fh:
+            skipped = [Skipped(row["key"], row["reason"], row.get("detail") or "") for row in csv.DictReader(fh)]
+    source = None
+    if (path / MANIFEST_FILE).is_file():
+        source = json.loads((path / MANIFEST_FILE).read_text()).get("source")
+    return skipped, source

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit.embedding_files import EmbeddingSet, is_embedding_folder, load_embeddings
+from audit.embedding_files import EmbeddingSet, is_embedding_folder, load_embeddings, read_folder_extras
 from audit.sources import Skipped
 
 
@@ -37,6 +37,8 @@ class LoadedSide:
     embeddings: EmbeddingSet
     skipped: list[Skipped]
     counts: dict[str, int]
+    kind: str = "images"  # "images", "embedding_folder" or "npy"
+    image_root: str | None = None  # where the keys resolve to image files, if anywhere
 
 
 def load_side(path: str | Path, options: EmbedOptions, embedder_cache: dict[str, Any]) -> LoadedSide:
@@ -48,26 +50,43 @@ def load_side(path: str | Path, options: EmbedOptions, embedder_cache: dict[str,
         if path.suffix != ".npy":
             raise InputProblem(f"{path}: expected a .npy embedding file, an embedding folder or an image folder")
         emb = load_embeddings(path)
-        return LoadedSide(emb, [], {"vectors": len(emb.keys)})
+        return LoadedSide(emb, [], {"vectors": len(emb.keys)}, "npy")
     if is_embedding_folder(path):
         emb = load_embeddings(path)
-        return LoadedSide(emb, [], {"vectors": len(emb.keys)})
+        skipped, source = read_folder_extras(path)
+        root = source if source and Path(source).is_dir() else None
+        return LoadedSide(emb, skipped, {"vectors": len(emb.keys)}, "embedding_folder", root)
     return _embed_image_folder(path, options, embedder_cache)
 
 
+def load_image_embedder(model: str, pretrained: str | None, device: str, allow_download: bool | None, store,
+                        first_folder: Path):
+    """The embedder for image folders: `pixels` fits its basis on the first folder it is given
+    (the reference); any other name is an open_clip model (`embedding.load_embedder`)."""
+    from audit.embedding import load_embedder
+    from audit.pixels import NAME, fit_pixel_embedder
+
+    if model == NAME:
+        try:
+            return fit_pixel_embedder(first_folder)
+        except ValueError as exc:
+            raise InputProblem(str(exc)) from None
+    return load_embedder(model, pretrained, device, allow_download, store=store)
+
+
 def _embed_image_folder(path: Path, options: EmbedOptions, embedder_cache: dict[str, Any]) -> LoadedSide:
-    from audit.embedding import embed_folder, load_embedder
+    from audit.embedding import embed_folder
     from audit.store import EmbeddingStore, default_cache_path
 
     with EmbeddingStore(options.cache or default_cache_path()) as store:
         if "embedder" not in embedder_cache:
-            embedder_cache["embedder"] = load_embedder(options.model, options.pretrained, options.device,
-                                                       options.allow_download, store=store)
+            embedder_cache["embedder"] = load_image_embedder(options.model, options.pretrained, options.device,
+                                                             options.allow_download, store, path)
         embedder = embedder_cache["embedder"]
         result = embed_folder(path, embedder, store, batch_size=options.batch_size, workers=options.workers,
                               progress=options.progress)
     emb = EmbeddingSet(result.keys, result.vectors, result.model_identity, str(path))
-    return LoadedSide(emb, result.skipped, result.counts)
+    return LoadedSide(emb, result.skipped, result.counts, "images", str(path))
 
 
 def check_compatible(reference: EmbeddingSet, candidate: EmbeddingSet) -> None:

@@ -97,6 +97,10 @@ def estimate_fraction(
         warnings.append(f"few items ({len(x)} reference, {len(y)} candidate; fewer than {MIN_ITEMS}): "
                         "estimates are unstable")
     sup, unsup = estimates.get("supervised"), estimates["unsupervised"]
+    if sup is not None and not np.isfinite(sup.value):
+        warnings.append("the detector does not separate real from synthetic on its own out-of-fold training "
+                        f"scores (mean real {detector.oof_real.mean():.3f}, synthetic {detector.oof_synthetic.mean():.3f}): "
+                        "no supervised estimate; this embedding cannot tell the two apart linearly")
     if sup is not None and unsup.lower is not None and sup.upper is not None and sup.upper < unsup.lower:
         warnings.append(
             f"generator shift: the supervised estimate ({sup.value:.3f}, up to {sup.upper:.3f}) is below the "

@@ -1,0 +1,302 @@
+"""Reports from one scan result (the report.json document): Markdown, JUnit XML and one
+self-contained HTML page (inline SVG plots and PNG thumbnails, no scripts, no network).
+
+Every renderer reads only the JSON document, so `madaudit report report.json --format html`
+re-renders exactly what the scan wrote without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("json", "md", "html", "junit")
+FILENAMES = {"json": "report.json", "md": "report.md", "html": "report.html", "junit": "junit.xml"}
+RATE_METRICS = ("precision", "recall", "coverage", "tail_coverage", "duplicate_rate", "reference_copy_rate")
+FORECAST_PANELS = ("recall", "tail_coverage", "precision", "fd")
+_STATUS_MARK = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail"}
+
+
+def write_reports(data: dict[str, Any], out: str | Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
+    """Write the requested reports into `out`; returns format -> path. Appends the Markdown to
+    $GITHUB_STEP_SUMMARY when that is set (GitHub Actions shows it on the run's page)."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    renderers = {"json": lambda d: json.dumps(d, indent=2, allow_nan=False) + "\n", "md": render_markdown,
+                 "html": render_html, "junit": render_junit}
+    written = {}
+    for fmt in formats:
+        path = out / FILENAMES[fmt]
+        path.write_text(renderers[fmt](data), encoding="utf-8")
+        written[fmt] = path
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary and "md" in formats:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(render_markdown(data) + "\n")
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _ci(m: dict[str, Any]) -> str:
+    return f"[{_fmt(m['ci'][0])}, {_fmt(m['ci'][1])}]" if m.get("ci") else ""
+
+
+def _estimate_text(e: dict[str, Any]) -> str:
+    if e["value"] is None:
+        return "not identifiable"
+    if e.get("lower") is not None and e.get("upper") is not None:
+        return f"{e['value']:.3f} [{e['lower']:.3f}, {e['upper']:.3f}]"
+    if e.get("lower") is not None:
+        return f"{e['value']:.3f} (at least {e['lower']:.3f})"
+    return f"{e['value']:.3f}"
+
+
+def verdict_line(data: dict[str, Any]) -> str:
+    gates = data["gates"]
+    counts = {s: sum(g["status"] == s for g in gates) for s in ("pass", "warn", "fail")}
+    return (f"madaudit verdict: {data['verdict'].upper()} ({counts['fail']} failed, {counts['warn']} warnings, "
+            f"{counts['pass']} passed of {len(gates)} gates)")
+
+
+def verdict_table(data: dict[str, Any]) -> str:
+    """The short table `madaudit scan` prints."""
+    rows = [(g["status"].upper(), g["metric"], _fmt(g["value"]),
+             f"{'>=' if g['comparator'] == 'min' else '<='} {g['threshold']:g}", g["severity"]) for g in data["gates"]]
+    header = ("status", "gate", "value", "threshold", "severity")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return verdict_line(data) + "\n" + "\n".join(lines)
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    inputs, sf, fc = data["inputs"], data["synthetic_fraction"], data["forecast"]
+    lines = [f"## madaudit: {data['verdict'].upper()}", "",
+             f"Candidate `{inputs['candidate']['path']}` ({inputs['candidate']['items']} items) against reference "
+             f"`{inputs['reference']['path']}` ({inputs['reference']['items']} items); model `{_model_name(data)}`.", "",
+             "| gate | value | threshold | severity | status |", "|---|---|---|---|---|"]
+    for g in data["gates"]:
+        lines.append(f"| {g['metric']} | {_fmt(g['value'])} | {'≥' if g['comparator'] == 'min' else '≤'} "
+                     f"{g['threshold']:g} | {g['severity']} | {_STATUS_MARK[g['status']]} |")
+    lines += ["", "### Synthetic share", "", "| estimate | value | method |", "|---|---|---|"]
+    for name, e in sf["estimates"].items():
+        lines.append(f"| {name} | {_estimate_text(e)} | {e['method']} |")
+    lines += [f"- {w}" for w in sf["warnings"]]
+    lines += ["", "### Metrics", "", "| metric | value | 95% interval | method |", "|---|---|---|---|"]
+    for name, m in data["metrics"].items():
+        lines.append(f"| {name} | {_fmt(m['value'])} | {_ci(m)} | {m['method']} |")
+    horizon = fc["summary"]["mad_horizon"]
+    lines += ["", "### Forecast", "",
+              f"Loop `{fc['loop']}`, stand-in `{fc['model']}`, measured real fraction "
+              f"{fc['params']['real_fraction']:.3f}, λ = {fc['params']['lam']:.3f}, n = {fc['params']['n']}: "
+              f"median recall {fc['metrics']['recall']['median'][0]:.3f} → {fc['metrics']['recall']['median'][-1]:.3f} "
+              f"after {fc['generations'][-1]} generations; MAD horizon (recall or tail coverage < "
+              f"{horizon['threshold']}) median {horizon['median']}."]
+    unreadable = inputs["reference"]["unreadable"] + inputs["candidate"]["unreadable"]
+    if unreadable:
+        lines += ["", f"{unreadable} files could not be read (listed in report.json, by reason)."]
+    if data["gallery"]:
+        lines += ["", "### Most suspicious candidate items", ""]
+        lines += [f"- `{item['key']}`" for item in data["gallery"][:10]]
+    return "\n".join(lines) + "\n"
+
+
+def render_junit(data: dict[str, Any]) -> str:
+    """One test case per gate; a failed gate is a <failure> whose text is the message, a warning
+    passes with the message in <system-out>."""
+    gates = data["gates"]
+    suite = ET.Element("testsuite", name="madaudit", tests=str(len(gates)),
+                       failures=str(sum(g["status"] == "fail" for g in gates)), errors="0", skipped="0",
+                       timestamp=data["created"], time=str(data["seconds"]))
+    for g in gates:
+        case = ET.SubElement(suite, "testcase", classname="madaudit.gates", name=g["metric"], time="0")
+        if g["status"] == "fail":
+            failure = ET.SubElement(case, "failure", message=g["message"], type="GateFailed")
+            failure.text = g["message"]
+        else:
+            ET.SubElement(case, "system-out").text = f"{g['status'].upper()}: {g['message']}"
+    root = ET.Element("testsuites", name="madaudit", tests=suite.get("tests"), failures=suite.get("failures"))
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _model_name(data: dict[str, Any]) -> str:
+    model = data.get("model") or {}
+    return str(model.get("name") or "unknown (bare .npy inputs)")
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML with inline SVG
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:16px;color:#1d232a}
+h1{font-size:22px;margin:8px 0} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde}
+table{border-collapse:collapse;width:100%} td,th{border-bottom:1px solid #eef;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f6fa} .num{text-align:right;font-variant-numeric:tabular-nums}
+#verdict{padding:14px 18px;border-radius:8px;font-size:20px;font-weight:600}
+.verdict-pass{background:#e3f6e8;color:#17602f} .verdict-warn{background:#fff4d6;color:#7a5400} .verdict-fail{background:#fde4e4;color:#8e1b1b}
+.status-pass{color:#17602f} .status-warn{color:#7a5400} .status-fail{color:#8e1b1b;font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:12px} .warning{background:#fff8e6;border-left:4px solid #e0a800;padding:6px 10px;margin:6px 0}
+#gallery{display:flex;flex-wrap:wrap;gap:10px} figure.suspicious{margin:0;width:130px;font-size:11px;word-break:break-all}
+figure.suspicious img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccd;background:#fff}
+.muted{color:#667}
+"""
+
+
+def render_html(data: dict[str, Any]) -> str:
+    e = html.escape
+    inputs, sf, fc = data["inputs"], data["synthetic_fraction"], data["forecast"]
+    gate_rows = "".join(
+        f"<tr class='gate status-{g['status']}'><td>{e(g['metric'])}</td><td class='num'>{_fmt(g['value'])}</td>"
+        f"<td>{'≥' if g['comparator'] == 'min' else '≤'} {g['threshold']:g}</td><td>{g['severity']}</td>"
+        f"<td class='status-{g['status']}'>{g['status'].upper()}</td><td>{e(g['message'])}</td></tr>"
+        for g in data["gates"])
+    estimate_rows = "".join(f"<tr><td>{e(n)}</td><td class='num'>{e(_estimate_text(x))}</td><td>{e(x['method'])}</td></tr>"
+                            for n, x in sf["estimates"].items())
+    warnings = "".join(f"<div class='warning'>{e(w)}</div>" for w in sf["warnings"])
+    metric_rows = "".join(f"<tr><td>{e(n)}</td><td class='num'>{_fmt(m['value'])}</td><td class='num'>{_ci(m)}</td>"
+                          f"<td>{e(m['method'])}</td><td class='muted'>{e(_params(m))}</td></tr>"
+                          for n, m in data["metrics"].items())
+    gallery = "".join(
+        "<figure class='suspicious'>"
+        + (f"<img alt='{e(item['key'])}' src='{item['thumbnail']}'>" if item.get("thumbnail") else
+           "<div class='muted'>(no image: embedding input)</div>")
+        + f"<figcaption>{e(item['key'])}<br>" + ", ".join(f"{e(k)} {v:.3f}" for k, v in item.items()
+                                                          if isinstance(v, float)) + "</figcaption></figure>"
+        for item in data["gallery"])
+    skipped = "".join(f"<li>{e(side)}: {e(reason)} × {n}</li>" for side in ("reference", "candidate")
+                      for reason, n in inputs[side]["skipped_by_reason"].items())
+    horizon = fc["summary"]["mad_horizon"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>madaudit report: {data['verdict'].upper()}</title>
+<style>{_CSS}</style></head><body>
+<h1>madaudit report</h1>
+<section id="verdict" class="verdict-{data['verdict']}">{e(verdict_line(data))}</section>
+<p class="muted">Candidate <code>{e(inputs['candidate']['path'])}</code> ({inputs['candidate']['items']} items) against
+reference <code>{e(inputs['reference']['path'])}</code> ({inputs['reference']['items']} items); model
+<code>{e(_model_name(data))}</code>; {e(data['created'])}; madaudit {e(data['madaudit_version'])}.</p>
+<h2>Gates</h2>
+<table id="gates"><tr><th>gate</th><th>value</th><th>threshold</th><th>severity</th><th>status</th><th>message</th></tr>{gate_rows}</table>
+<h2>Synthetic share</h2>
+<table id="synthetic-share"><tr><th>estimate</th><th>value</th><th>method</th></tr>{estimate_rows}</table>{warnings}
+<h2>Fidelity, diversity, tails</h2>
+<div class="plots">{_bars_svg(data)}</div>
+<table id="metrics"><tr><th>metric</th><th>value</th><th>95% interval</th><th>method</th><th>parameters</th></tr>{metric_rows}</table>
+<h2>Map of both sets</h2>
+<div class="plots">{_map_svg(data['map'])}</div>
+<p class="muted">{e(data['map']['method'])}; reference grey, candidate coloured by how synthetic it looks
+(blue: like the reference, red: suspicious).</p>
+<h2>Forecast</h2>
+<p>Loop <b>{e(fc['loop'])}</b>, stand-in <b>{e(fc['model'])}</b>, real fraction {fc['params']['real_fraction']:.3f},
+λ = {fc['params']['lam']:.3f}, n = {fc['params']['n']}, {fc['params']['runs']} runs. MAD horizon (recall or tail coverage
+&lt; {horizon['threshold']}): median {horizon['median']}, 10–90% {horizon['p10']}–{horizon['p90']}.</p>
+<div class="plots" id="forecast-plots">{''.join(_forecast_svg(fc, name) for name in FORECAST_PANELS)}</div>
+<h2>Most suspicious candidate items</h2>
+<div id="gallery">{gallery or "<p class='muted'>none</p>"}</div>
+<h2>Unreadable and skipped files</h2>
+<ul id="skipped">{skipped or "<li>none</li>"}</ul>
+</body></html>
+"""
+
+
+def _params(m: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in (m.get("params") or {}).items())
+
+
+def _svg(width: int, height: int, body: str, ident: str, title: str) -> str:
+    return (f"<svg id='{ident}' class='plot' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}' role='img' aria-label='{html.escape(title)}'>"
+            f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='12' font-weight='600'>{html.escape(title)}</text>"
+            f"{body}</svg>")
+
+
+def _bars_svg(data: dict[str, Any]) -> str:
+    """Rates as bars with their 95% intervals, gate thresholds as dashed ticks."""
+    rows = [(name, data["metrics"][name]) for name in RATE_METRICS if name in data["metrics"]]
+    rows += [(f"synthetic ({n})", {"value": x["value"], "ci": [x["lower"], x["upper"]] if x.get("upper") is not None
+                                   else None}) for n, x in data["synthetic_fraction"]["estimates"].items()]
+    thresholds = {g["metric"]: g["threshold"] for g in data["gates"]}
+    thresholds["synthetic (supervised)"] = thresholds.get("synthetic_fraction")
+    left, width, row_h = 170, 330, 22
+    body = []
+    for i, (name, m) in enumerate(rows):
+        y = 26 + i * row_h
+        body.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end' font-size='11'>{html.escape(name)}</text>"
+                    f"<rect x='{left}' y='{y + 3}' width='{width}' height='{row_h - 8}' fill='#f0f1f6'/>")
+        if m["value"] is None:
+            body.append(f"<text x='{left + 4}' y='{y + 13}' font-size='11' fill='#667'>not identifiable</text>")
+            continue
+        v = min(max(m["value"], 0.0), 1.0)
+        body.append(f"<rect class='bar' x='{left}' y='{y + 3}' width='{v * width:.1f}' height='{row_h - 8}' fill='#5b7fd6'/>"
+                    f"<text x='{left + width + 6}' y='{y + 13}' font-size='11'>{m['value']:.3f}</text>")
+        if m.get("ci") and None not in m["ci"]:
+            lo, hi = (min(max(c, 0.0), 1.0) * width + left for c in m["ci"])
+            body.append(f"<line x1='{lo:.1f}' x2='{hi:.1f}' y1='{y + row_h / 2 + 1}' y2='{y + row_h / 2 + 1}' "
+                        f"stroke='#1d232a' stroke-width='1.5'/>")
+        t = thresholds.get(name)
+        if t is not None and 0 <= t <= 1:
+            body.append(f"<line x1='{left + t * width:.1f}' x2='{left + t * width:.1f}' y1='{y + 1}' y2='{y + row_h - 3}' "
+                        f"stroke='#c0392b' stroke-width='2' stroke-dasharray='3,2'/>")
+    return _svg(left + width + 60, 34 + len(rows) * row_h, "".join(body), "metric-bars",
+                "rates with 95% intervals (red dashes: gate thresholds)")
+
+
+def _scale(values: list[float], lo_px: float, hi_px: float):
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return lambda v: lo_px + (v - lo) / span * (hi_px - lo_px)
+
+
+def _map_svg(m: dict[str, Any]) -> str:
+    pts = m["reference"] + m["candidate"]
+    if not pts:
+        return ""
+    size, pad = 420, 24
+    sx = _scale([p[0] for p in pts], pad, size - pad)
+    sy = _scale([p[1] for p in pts], size - pad, pad + 12)
+    body = [f"<circle cx='{sx(p[0]):.1f}' cy='{sy(p[1]):.1f}' r='2' fill='#9aa0a8' fill-opacity='0.5' class='ref'/>"
+            for p in m["reference"]]
+    for p, s in zip(m["candidate"], m["candidate_score"]):
+        colour = f"rgb({int(40 + 200 * s)},{60},{int(220 - 180 * s)})"
+        body.append(f"<circle cx='{sx(p[0]):.1f}' cy='{sy(p[1]):.1f}' r='2.4' fill='{colour}' fill-opacity='0.75' class='cand'/>")
+    return _svg(size, size, "".join(body), "map-plot", "reference (grey) and candidate (by score)")
+
+
+def _forecast_svg(fc: dict[str, Any], name: str) -> str:
+    m = fc["metrics"][name]
+    gens = fc["generations"]
+    w, h, pad = 260, 180, 34
+    values = [v for k in ("p10", "p90", "median") for v in m[k] if v is not None]
+    if name != "fd":
+        values += [0.0, 1.0]
+    sx = _scale(gens, pad, w - 10)
+    sy = _scale(values, h - 22, 24)
+    band = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["p90"]))
+    band += " " + " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in reversed(list(zip(gens, m["p10"]))))
+    line = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["median"]))
+    lo, hi = min(values), max(values)
+    body = (f"<polygon class='band' points='{band}' fill='#5b7fd6' fill-opacity='0.25'/>"
+            f"<polyline class='median' points='{line}' fill='none' stroke='#2c4fa8' stroke-width='2'/>"
+            f"<line x1='{pad}' x2='{pad}' y1='24' y2='{h - 22}' stroke='#889'/>"
+            f"<line x1='{pad}' x2='{w - 10}' y1='{h - 22}' y2='{h - 22}' stroke='#889'/>"
+            f"<text x='{pad - 3}' y='{sy(hi) + 4:.1f}' text-anchor='end' font-size='10'>{hi:.2g}</text>"
+            f"<text x='{pad - 3}' y='{sy(lo):.1f}' text-anchor='end' font-size='10'>{lo:.2g}</text>"
+            f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle' font-size='10'>generation 0–{gens[-1]}</text>")
+    return _svg(w, h, body, f"forecast-{name}", f"{name.replace('_', ' ')}: median, 10–90% band")

@@ -1,0 +1,223 @@
+"""Scan: from two inputs to a verdict. Embeds what needs embedding, computes every metric, the
+synthetic-share estimates and the MAD forecast, applies the policy, and returns a `ScanResult`:
+plain data that `report.json` holds verbatim and every report renders from.
+
+    result = audit.scan("data/reference", "data/candidate", detector="detector.json")
+    result.verdict      # "pass", "warn" or "fail"
+    result.exit_code    # 0, 0, 1: what `madaudit scan` exits with
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit import __version__
+from audit.inputs import EmbedOptions, InputProblem, LoadedSide, check_compatible, load_side
+from audit.policy import Policy, evaluate, load_policy
+from audit.sources import UNREADABLE_REASONS
+
+SCHEMA_VERSION = "madaudit-report/1"
+SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
+EXIT_CODES = {"pass": 0, "warn": 0, "fail": 1}
+
+
+@dataclass
+class ScanResult:
+    """Everything one scan found. `data` is the report.json document (see report.schema.json)."""
+
+    data: dict[str, Any]
+
+    @property
+    def verdict(self) -> str:
+        return self.data["verdict"]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    @property
+    def gates(self) -> list[dict[str, Any]]:
+        return self.data["gates"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.data, allow_nan=False, **kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ScanResult:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"{path} is not a madaudit report (schema must be {SCHEMA_VERSION!r})")
+        return cls(data)
+
+
+def scan(
+    reference: str | Path,
+    candidate: str | Path,
+    detector: str | Path | Any | None = None,
+    policy: Policy | None = None,
+    embed: EmbedOptions | None = None,
+    k: int = 5,
+    tail_q: float = 0.1,
+    duplicate_threshold: float = 0.95,
+    seed: int = 0,
+    gallery_size: int = 24,
+    map_points: int = 1000,
+) -> ScanResult:
+    """Audit `candidate` against `reference` (each an image folder, a .npy file or an embed
+    folder). `detector`: a detector.json path or a `SupervisedProbe`. `policy`: default
+    `load_policy()` (madaudit.toml / pyproject.toml in the working directory, else defaults).
+    Raises `InputProblem` for unusable inputs."""
+    from audit import projector
+    from audit.metrics import compare
+    from detectors.base import ModelMismatch
+    from detectors.fraction import estimate_fraction
+    from detectors.probe import SupervisedProbe
+
+    started = time.time()
+    policy = policy or load_policy()
+    probe = SupervisedProbe.load(detector) if isinstance(detector, (str, Path)) else detector
+    shared: dict = {}
+    ref = load_side(reference, embed or EmbedOptions(), shared)
+    cand = load_side(candidate, embed or EmbedOptions(), shared)
+    check_compatible(ref.embeddings, cand.embeddings)
+    x, y = ref.embeddings.vectors, cand.embeddings.vectors
+    try:
+        comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold, seed=seed,
+                             reference_keys=ref.embeddings.keys, candidate_keys=cand.embeddings.keys)
+        fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, seed=seed)
+        primary = ("supervised" if probe is not None and _finite(fraction.estimates["supervised"].value)
+                   else "unsupervised")
+        scores = fraction.item_scores["supervised" if probe is not None else "unsupervised"]
+        fc = policy.forecast
+        measured = projector.inputs_from_audit(x, y, scores, fraction.estimates[primary].value)
+        space = projector.ReferenceSpace.fit(x, fc.dim, k=k, tail_q=tail_q, seed=seed)
+        forecast = projector.project(None, loop=fc.loop, model=fc.model, generations=fc.generations, runs=fc.runs,
+                                     seed=seed, threshold=fc.threshold, space=space, k=k, **measured)
+    except ModelMismatch:
+        raise
+    except ValueError as exc:  # too few items, a reference too small for the forecast, ...
+        raise InputProblem(str(exc)) from None
+
+    metrics = {name: m.to_dict() for name, m in comparison.metrics.items()}
+    unreadable = _unreadable(ref) + _unreadable(cand)
+    values = {name: m["value"] for name, m in metrics.items()}
+    values.update({
+        "synthetic_fraction": fraction.estimates[primary].value,
+        "synthetic_fraction_lower": fraction.estimates[primary].lower,
+        "out_of_manifold": fraction.estimates["out_of_manifold"].value,
+        "unreadable_share": unreadable / (unreadable + len(x) + len(y)),
+        "forecast_recall": forecast.metrics["recall"]["median"][-1],
+        "forecast_tail_coverage": forecast.metrics["tail_coverage"]["median"][-1],
+    })
+    gate_results, verdict = evaluate(policy, values)
+    data = {
+        "schema": SCHEMA_VERSION,
+        "madaudit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 3),
+        "verdict": verdict,
+        "inputs": {"reference": _describe(reference, ref), "candidate": _describe(candidate, cand)},
+        "model": cand.embeddings.model_identity or ref.embeddings.model_identity,
+        "index": {"kind": "exact", "library": "faiss", "recall": 1.0},
+        "settings": {"k": k, "tail_q": tail_q, "duplicate_threshold": duplicate_threshold, "seed": seed},
+        "metrics": metrics,
+        "near_duplicates": comparison.to_dict()["near_duplicates"],
+        "synthetic_fraction": {"primary": primary, "value": values["synthetic_fraction"],
+                               "lower": values["synthetic_fraction_lower"],
+                               **fraction.to_dict(), "detector": str(detector) if isinstance(detector, (str, Path))
+                               else ("in-memory probe" if probe is not None else None)},
+        "forecast": {"measured_inputs": measured, **forecast.to_dict()},
+        "policy": policy.to_dict(),
+        "gates": [r.to_dict() for r in gate_results],
+        "values": values,
+        "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size), cand.image_root),
+        "map": _map(x, y, scores, map_points, seed),
+    }
+    return ScanResult(_clean(data))
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _unreadable(side: LoadedSide) -> int:
+    return sum(1 for s in side.skipped if s.reason in UNREADABLE_REASONS)
+
+
+def _describe(path: str | Path, side: LoadedSide) -> dict[str, Any]:
+    reasons: dict[str, int] = {}
+    for s in side.skipped:
+        reasons[s.reason] = reasons.get(s.reason, 0) + 1
+    return {"path": str(path), "kind": side.kind, "items": len(side.embeddings.keys),
+            "unreadable": _unreadable(side), "skipped_by_reason": reasons,
+            "skipped": [{"key": s.key, "reason": s.reason, "detail": s.detail} for s in side.skipped[:1000]]}
+
+
+def _gallery(items: list[dict[str, Any]], image_root: str | None, size: int = 96) -> list[dict[str, Any]]:
+    """The most suspicious candidate items, each with a PNG thumbnail (data URI) when its image
+    can be found, so the HTML report stays one self-contained file."""
+    from PIL import Image
+
+    out = []
+    for item in items:
+        thumbnail = None
+        if image_root is not None:
+            try:
+                with Image.open(Path(image_root) / item["key"]) as im:
+                    im = im.convert("RGB")
+                    im.thumbnail((size, size))
+                    if max(im.size) < size:  # tiny images (digits): scale up, pixels kept sharp
+                        scale = size // max(im.size)
+                        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+                    buf = io.BytesIO()
+                    im.save(buf, format="PNG")
+                thumbnail = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            except OSError:
+                thumbnail = None  # gone since it was embedded: the item is still listed
+        out.append({**item, "thumbnail": thumbnail})
+    return out
+
+
+def _map(x: np.ndarray, y: np.ndarray, scores: np.ndarray, max_points: int, seed: int) -> dict[str, Any]:
+    """Both sets on the reference's first two principal axes (a seeded subsample of each)."""
+    rng = np.random.default_rng(seed)
+    mean = x.mean(axis=0, dtype=np.float64)
+    _, _, vt = np.linalg.svd(x[rng.permutation(len(x))[:5000]] - mean, full_matrices=False)
+    axes = vt[:2].T
+
+    def project(v: np.ndarray, idx: np.ndarray) -> list[list[float]]:
+        return np.round((v[idx] - mean) @ axes, 4).tolist()
+
+    xi = np.sort(rng.permutation(len(x))[:max_points])
+    yi = np.sort(rng.permutation(len(y))[:max_points])
+    return {"method": "PCA of the reference, first two axes", "reference": project(x, xi),
+            "candidate": project(y, yi), "candidate_score": np.round(scores[yi], 4).tolist()}
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN and infinities to None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
