@@ -330,7 +330,7 @@ def policy_command(show, as_json, config_path, **gate_overrides):
 def report(result, fmt, out):
     """Re-render a report.json (from `madaudit scan`) as html, md or junit, without recomputing."""
     from audit.report import render_html, render_junit, render_markdown
-    from audit.scan import ScanResult
+    from audit.pipeline import ScanResult
 
     try:
         data = ScanResult.from_json(result).to_dict()
@@ -372,7 +372,7 @@ def _policy(config_path, gate_overrides):
 def _run_scan(reference, candidate, detector_path, policy, options, **kwargs):
     from audit.embedding import ModelNotFound, WeightsUnavailable
     from audit.inputs import InputProblem
-    from audit.scan import scan as run_scan
+    from audit.pipeline import scan as run_scan
     from detectors.base import ModelMismatch
 
     try:

@@ -15,7 +15,7 @@ from audit.digits import DigitFixtureSpec, make_digit_fixtures
 from audit.inputs import EmbedOptions, check_compatible, load_side
 from audit.policy import DEFAULT_POLICY
 from audit.report import write_reports
-from audit.scan import ScanResult, scan
+from audit.pipeline import ScanResult, scan
 
 
 def run_demo(out: str | Path, seed: int = 0, progress: Callable[[str], None] = lambda msg: None

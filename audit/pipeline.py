@@ -1,4 +1,4 @@
-"""Scan: from two inputs to a verdict. Embeds what needs embedding, computes every metric, the
+"""The scan pipeline: from two inputs to a verdict. Embeds what needs embedding, computes every metric, the
 synthetic-share estimates and the MAD forecast, applies the policy, and returns a `ScanResult`:
 plain data that `report.json` holds verbatim and every report renders from.
 
@@ -56,7 +56,10 @@ class ScanResult:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ScanResult:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not a madaudit report (not JSON: {exc})") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
             raise ValueError(f"{path} is not a madaudit report (schema must be {SCHEMA_VERSION!r})")
         return cls(data)

@@ -1,0 +1,222 @@
+"""`madaudit scan` end to end on the digit fixtures: policy, verdict, exit codes and every report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import audit
+from audit.cli import main
+from audit.inputs import EmbedOptions
+from audit.pipeline import SCHEMA_FILE
+from audit.policy import DEFAULT_POLICY, Gate, PolicyError, evaluate, load_policy, parse_policy, with_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "fixtures" / "digits" / "reference"
+CANDIDATE = ROOT / "fixtures" / "digits" / "candidate"
+PASSING = """
+[gates]
+synthetic_fraction_lower = { max = 0.5 }
+precision = { min = 0.5, severity = "warn" }
+reference_copy_rate = false
+forecast_recall = { min = 0.1 }
+[forecast]
+generations = 4
+runs = 30
+"""
+
+
+def run_cli(*args, env=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    """One passing and one failing scan of the fixtures (pixels embedder, shared cache)."""
+    base = tmp_path_factory.mktemp("scan")
+    (base / "madaudit.toml").write_text(PASSING)
+    cache = base / "cache.sqlite"
+    summary = base / "step-summary.md"
+    common = ["--model", "pixels", "--cache", cache, "--quiet", "--config", base / "madaudit.toml"]
+    passing = run_cli("scan", REFERENCE, CANDIDATE, "--out", base / "pass", *common,
+                      env={"GITHUB_STEP_SUMMARY": str(summary)})
+    failing = run_cli("scan", REFERENCE, CANDIDATE, "--out", base / "fail", *common, "--min-density", "5")
+    return {"base": base, "pass": passing, "fail": failing, "summary": summary, "cache": cache}
+
+
+def load_report(folder: Path) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+def test_verdict_and_exit_code_follow_the_policy(scans):
+    code, out = scans["pass"]
+    assert code == 0, out
+    assert "madaudit verdict: PASS" in out or "madaudit verdict: WARN" in out
+    code, out = scans["fail"]
+    assert code == 1, out
+    assert "madaudit verdict: FAIL" in out
+    report = load_report(scans["base"] / "fail")
+    density = next(g for g in report["gates"] if g["metric"] == "density")  # a new gate from the flag: fails
+    assert density["severity"] == "fail" and density["status"] == "fail" and density["value"] < 5
+    assert report["verdict"] == "fail" and load_report(scans["base"] / "pass")["verdict"] in ("pass", "warn")
+    assert [g["status"] for g in report["gates"] if g["metric"] != "density"] == [
+        g["status"] for g in load_report(scans["base"] / "pass")["gates"]]
+
+
+def test_reports_are_all_written_and_valid(scans):
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for run in ("pass", "fail"):
+        folder = scans["base"] / run
+        for name in ("report.json", "report.md", "report.html", "junit.xml"):
+            assert (folder / name).stat().st_size > 0, name
+        report = load_report(folder)
+        jsonschema.validate(report, schema)
+        assert report["inputs"]["candidate"]["items"] == 500 and report["inputs"]["reference"]["items"] == 600
+        assert report["model"]["name"] == "pixels"
+        assert {g["metric"] for g in report["gates"]} >= {"precision", "forecast_recall"}
+        assert "reference_copy_rate" not in {g["metric"] for g in report["gates"]}  # switched off in the file
+        assert len(report["forecast"]["generations"]) == 5  # [forecast] generations = 4
+    broken = load_report(scans["base"] / "pass")
+    del broken["gates"][0]["status"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+    assert "## madaudit:" in scans["summary"].read_text()  # appended to $GITHUB_STEP_SUMMARY
+
+
+def test_junit_has_one_case_per_gate_with_the_message(scans):
+    report = load_report(scans["base"] / "fail")
+    root = ET.parse(scans["base"] / "fail" / "junit.xml").getroot()
+    cases = root.findall(".//testcase")
+    assert [c.get("name") for c in cases] == [g["metric"] for g in report["gates"]]
+    for case, gate in zip(cases, report["gates"]):
+        failure = case.find("failure")
+        assert (failure is not None) == (gate["status"] == "fail")
+        text = failure.text if failure is not None else case.find("system-out").text
+        assert gate["message"] in text
+    assert int(root.find("testsuite").get("failures")) == sum(g["status"] == "fail" for g in report["gates"])
+
+
+def test_report_command_re_renders_the_same_content(scans, tmp_path):
+    folder = scans["base"] / "fail"
+    for fmt, name in (("html", "report.html"), ("md", "report.md"), ("junit", "junit.xml")):
+        code, out = run_cli("report", folder / "report.json", "--format", fmt, "--out", tmp_path / name)
+        assert code == 0, out
+        assert (tmp_path / name).read_text() == (folder / name).read_text()
+    code, out = run_cli("report", folder / "report.html")
+    assert code == 3 and "not a madaudit report" in out
+
+
+def test_python_api_returns_what_the_cli_serialises(scans):
+    policy = load_policy(scans["base"] / "madaudit.toml")
+    result = audit.scan(REFERENCE, CANDIDATE, policy=policy,
+                        embed=EmbedOptions(model="pixels", cache=str(scans["cache"]), progress=False))
+    written = load_report(scans["base"] / "pass")
+    ours = json.loads(result.to_json())
+    for volatile in ("created", "seconds"):
+        ours.pop(volatile), written.pop(volatile)
+    ours["policy"].pop("source"), written["policy"].pop("source")
+    assert ours == written
+    assert result.exit_code == (1 if result.verdict == "fail" else 0)
+
+
+def test_html_report_in_a_headless_browser(scans, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no chromium here (CI installs it)")
+    page = (scans["base"] / "fail" / "report.html").as_uri()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, "--window-size=1200,3000", f"--screenshot={shot}", page], check=True, timeout=120,
+                   capture_output=True)
+    with Image.open(shot) as im:
+        assert im.size == (1200, 3000)
+        pixels = np.asarray(im.convert("RGB"))
+    assert pixels.std() > 10  # something was drawn, not a blank page
+    # The verdict banner (fail: a red background) is at the top of the page.
+    banner = pixels[60:130, 40:400].reshape(-1, 3)
+    assert (np.abs(banner - np.array([0xFD, 0xE4, 0xE4])).sum(axis=1) < 12).mean() > 0.5
+    dom = subprocess.run([*flags, "--dump-dom", page], check=True, timeout=120, capture_output=True, text=True).stdout
+    assert 'id="verdict" class="verdict-fail"' in dom and "madaudit verdict: FAIL" in dom
+    for plot in ("metric-bars", "map-plot", "forecast-recall", "forecast-tail_coverage"):
+        assert f'id="{plot}"' in dom, plot
+    assert dom.count("class=\"band\"") == 4 and dom.count("class=\"median\"") == 4
+    report = load_report(scans["base"] / "fail")
+    assert dom.count("<figure class=\"suspicious\">") == len(report["gallery"]) > 0
+    assert dom.count("src=\"data:image/png;base64,") == len(report["gallery"])
+
+
+def test_bad_config_missing_and_empty_folders(tmp_path):
+    bad = tmp_path / "madaudit.toml"
+    bad.write_text("[gates]\nprecison = { min = 0.9 }\n")
+    code, out = run_cli("scan", REFERENCE, CANDIDATE, "--config", bad, "--model", "pixels", "--out", tmp_path / "r")
+    assert code == 2 and "gates.precison" in out
+    bad.write_text("[gates]\nprecision = { min = 0.9, severity = \"loud\" }\n")
+    code, out = run_cli("policy", "--config", bad)
+    assert code == 2 and "gates.precision.severity" in out
+    bad.write_text("[gates\n")
+    code, out = run_cli("policy", "--config", bad)
+    assert code == 2 and "not valid TOML" in out
+    code, out = run_cli("scan", REFERENCE, tmp_path / "nope", "--model", "pixels", "--out", tmp_path / "r",
+                        "--cache", tmp_path / "c.sqlite")
+    assert code == 3 and "not found" in out
+    (tmp_path / "empty").mkdir()
+    code, out = run_cli("scan", REFERENCE, tmp_path / "empty", "--model", "pixels", "--out", tmp_path / "r",
+                        "--cache", tmp_path / "c.sqlite")
+    assert code == 3 and "nothing readable" in out
+    code, out = run_cli("scan", tmp_path / "empty", CANDIDATE, "--model", "pixels", "--out", tmp_path / "r",
+                        "--cache", tmp_path / "c.sqlite")
+    assert code == 3 and "needs at least 2 readable images" in out
+    (tmp_path / "detector.json").write_text("{}")
+    code, out = run_cli("scan", REFERENCE, CANDIDATE, "--detector", tmp_path / "detector.json", "--model", "pixels")
+    assert code == 2 and "not a madaudit detector" in out
+
+
+def test_policy_show_defaults_and_pyproject(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli("policy", "--show")
+    assert code == 0 and "source: defaults" not in out and "(from defaults)" in out
+    assert parse_policy(__import__("tomllib").loads(out.split("\n", 1)[1])).gates == DEFAULT_POLICY.gates  # round trip
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n[tool.madaudit.gates]\nrecall = { min = 0.75 }\n")
+    code, out = run_cli("policy", "--json", "--min-coverage", "0.9")
+    policy = json.loads(out)
+    assert policy["source"].endswith("pyproject.toml + flags")
+    gates = {g["metric"]: g for g in policy["gates"]}
+    assert gates["recall"] == {"metric": "recall", "comparator": "min", "threshold": 0.75, "severity": "fail"}
+    assert gates["coverage"]["threshold"] == 0.9 and gates["coverage"]["severity"] == "warn"  # severity kept
+
+
+def test_policy_evaluation():
+    policy = parse_policy({"gates": {"precision": {"min": 0.9}, "fd": {"max": 2.0, "severity": "warn"}}})
+    values = {**{g.metric: 0.0 for g in policy.gates if g.comparator == "max"},
+              **{g.metric: 1.0 for g in policy.gates if g.comparator == "min"}}
+    results, verdict = evaluate(policy, values)
+    assert verdict == "pass" and all(r.status == "pass" for r in results)
+    results, verdict = evaluate(policy, {**values, "fd": 2.5})
+    assert verdict == "warn"
+    results, verdict = evaluate(policy, {**values, "precision": 0.9})  # the threshold itself passes
+    assert verdict == "pass"
+    results, verdict = evaluate(policy, {**values, "precision": math.nan})  # unknown is not a pass
+    assert verdict == "fail" and "could not be measured" in results[[r.gate.metric for r in results].index("precision")].message
+    with pytest.raises(PolicyError, match="exactly one of min or max"):
+        parse_policy({"gates": {"precision": {"min": 0.9, "max": 1.0}}})
+    with pytest.raises(PolicyError, match="forecast.loop"):
+        parse_policy({"forecast": {"loop": "sideways"}})
+    with pytest.raises(PolicyError, match="finite number"):
+        with_overrides(DEFAULT_POLICY, {"min_precision": math.inf})
+    assert Gate("recall", "min", 0.5).describe() == "recall >= 0.5"
