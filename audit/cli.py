@@ -212,11 +212,13 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Recall / tail coverage level that marks the MAD horizon.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--from-report", "from_report", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Take p, lambda and n measured by a scan from its report.json (instead of CANDIDATE).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the forecast curves (PNG).")
 @click.option("--json", "as_json", is_flag=True)
 @model_options
 def project(reference, candidate, detector_path, loop, stand_in, real_fraction, n, lam, generations, runs, dim,
-            threshold, seed, plot, as_json, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
+            threshold, seed, from_report, plot, as_json, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
     """Forecast how fast a training mixture goes MAD if reused generation after generation.
     With CANDIDATE, p, lambda and n are measured on it (flags override)."""
     from audit import projector
@@ -224,6 +226,15 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
 
     options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
     measured: dict = {}
+    if from_report is not None and candidate is not None:
+        raise click.UsageError("give either CANDIDATE or --from-report, not both")
+    if from_report is not None:
+        from audit.pipeline import ScanResult
+
+        try:
+            measured = ScanResult.from_json(from_report).to_dict()["forecast"]["measured_inputs"]
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     if candidate is not None:
         from detectors.fraction import estimate_fraction
         from detectors.probe import SupervisedProbe

@@ -220,3 +220,15 @@ def test_policy_evaluation():
     with pytest.raises(PolicyError, match="finite number"):
         with_overrides(DEFAULT_POLICY, {"min_precision": math.inf})
     assert Gate("recall", "min", 0.5).describe() == "recall >= 0.5"
+
+
+def test_project_reads_measured_inputs_from_a_report(scans):
+    report = scans["base"] / "pass" / "report.json"
+    code, out = run_cli("project", REFERENCE, "--from-report", report, "--model", "pixels", "--cache", scans["cache"],
+                        "--quiet", "--generations", "2", "--runs", "10", "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["measured"] == load_report(scans["base"] / "pass")["forecast"]["measured_inputs"]
+    assert result["forecasts"][0]["params"]["real_fraction"] == result["measured"]["real_fraction"]
+    code, out = run_cli("project", REFERENCE, CANDIDATE, "--from-report", report, "--model", "pixels")
+    assert code == 2 and "not both" in out
