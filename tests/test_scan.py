@@ -232,3 +232,21 @@ def test_project_reads_measured_inputs_from_a_report(scans):
     assert result["forecasts"][0]["params"]["real_fraction"] == result["measured"]["real_fraction"]
     code, out = run_cli("project", REFERENCE, CANDIDATE, "--from-report", report, "--model", "pixels")
     assert code == 2 and "not both" in out
+
+
+def test_unreadable_files_are_listed_and_gateable(scans, tmp_path):
+    candidate = tmp_path / "candidate"
+    shutil.copytree(CANDIDATE, candidate)
+    (candidate / "real" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (candidate / "notes.txt").write_text("not an image")
+    code, out = run_cli("scan", REFERENCE, candidate, "--model", "pixels", "--cache", scans["cache"], "--quiet",
+                        "--config", scans["base"] / "madaudit.toml", "--out", tmp_path / "r",
+                        "--max-unreadable-share", "0")
+    assert code == 1, out
+    report = load_report(tmp_path / "r")
+    side = report["inputs"]["candidate"]
+    assert side["items"] == 500 and side["unreadable"] == 1
+    assert {(s["key"], s["reason"]) for s in side["skipped"]} == {("real/zz_broken.png", "truncated"),
+                                                                  ("notes.txt", "not_image_extension")}
+    gate = next(g for g in report["gates"] if g["metric"] == "unreadable_share")
+    assert gate["status"] == "fail" and gate["value"] == 1 / (1 + 600 + 500)
