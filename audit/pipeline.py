@@ -102,7 +102,7 @@ def scan(
         fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, seed=seed)
         primary = ("supervised" if probe is not None and _finite(fraction.estimates["supervised"].value)
                    else "unsupervised")
-        scores = fraction.item_scores["supervised" if probe is not None else "unsupervised"]
+        scores = fraction.item_scores[primary]  # a detector that cannot separate ranks nothing
         fc = policy.forecast
         measured = projector.inputs_from_audit(x, y, scores, fraction.estimates[primary].value)
         space = projector.ReferenceSpace.fit(x, fc.dim, k=k, tail_q=tail_q, seed=seed)
@@ -145,7 +145,7 @@ def scan(
         "policy": policy.to_dict(),
         "gates": [r.to_dict() for r in gate_results],
         "values": values,
-        "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size), cand.image_root),
+        "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, primary), cand.image_root),
         "map": _map(x, y, scores, map_points, seed),
     }
     return ScanResult(_clean(data))

@@ -46,10 +46,11 @@ class FractionReport:
             "warnings": self.warnings,
         }
 
-    def most_suspicious(self, keys: list[str], top: int = 20) -> list[dict[str, Any]]:
-        """The candidate items that look most synthetic (supervised score if there is one, else
-        the unsupervised one), with every per-item score."""
-        primary = self.item_scores.get("supervised", self.item_scores["unsupervised"])
+    def most_suspicious(self, keys: list[str], top: int = 20, by: str | None = None) -> list[dict[str, Any]]:
+        """The candidate items that look most synthetic by the `by` score (default: supervised if
+        there is one, else unsupervised), with every per-item score."""
+        by = by or ("supervised" if "supervised" in self.item_scores else "unsupervised")
+        primary = self.item_scores[by]
         order = np.argsort(-primary, kind="stable")[:top]
         return [{"key": keys[i], **{name: float(s[i]) for name, s in self.item_scores.items()}} for i in order]
 
