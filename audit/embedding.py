@@ -82,12 +82,11 @@ class Embedder:
 
     @property
     def identity_json(self) -> str:
-        return json.dumps(self.spec.identity, sort_keys=True, separators=(",", ":"))
+        return identity_json(self.spec.identity)
 
     @property
     def model_id(self) -> str:
-        """Cache key part: a hash of the identity (architecture, weights, preprocessing)."""
-        return hashlib.sha256(self.identity_json.encode()).hexdigest()[:32]
+        return model_id(self.spec.identity)
 
     @property
     def dim(self) -> int:
@@ -143,6 +142,16 @@ class Embedder:
                 features = features[0]
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def identity_json(identity: dict[str, Any]) -> str:
+    """The canonical JSON of an embedder's identity (what the cache records)."""
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
+
+
+def model_id(identity: dict[str, Any]) -> str:
+    """Cache key part: a hash of the identity (architecture, weights, preprocessing)."""
+    return hashlib.sha256(identity_json(identity).encode()).hexdigest()[:32]
 
 
 def resolve_device(device: str = "auto"):

@@ -146,7 +146,7 @@ def scan(
         "gates": [r.to_dict() for r in gate_results],
         "values": values,
         "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, primary), cand.image_root),
-        "map": _map(x, y, scores, map_points, seed),
+        "map": _map(space, x, y, scores, map_points, seed),
     }
     return ScanResult(_clean(data))
 
@@ -193,15 +193,13 @@ def _gallery(items: list[dict[str, Any]], image_root: str | None, size: int = 96
     return out
 
 
-def _map(x: np.ndarray, y: np.ndarray, scores: np.ndarray, max_points: int, seed: int) -> dict[str, Any]:
-    """Both sets on the reference's first two principal axes (a seeded subsample of each)."""
+def _map(space, x: np.ndarray, y: np.ndarray, scores: np.ndarray, max_points: int, seed: int) -> dict[str, Any]:
+    """Both sets on the reference's first two principal axes (those the forecast's space already
+    has), a seeded subsample of each."""
     rng = np.random.default_rng(seed)
-    mean = x.mean(axis=0, dtype=np.float64)
-    _, _, vt = np.linalg.svd(x[rng.permutation(len(x))[:5000]] - mean, full_matrices=False)
-    axes = vt[:2].T
 
     def project(v: np.ndarray, idx: np.ndarray) -> list[list[float]]:
-        return np.round((v[idx] - mean) @ axes, 4).tolist()
+        return np.round((v[idx] - space.mean) @ space.components[:2].T, 4).tolist()
 
     xi = np.sort(rng.permutation(len(x))[:max_points])
     yi = np.sort(rng.permutation(len(y))[:max_points])

@@ -13,7 +13,6 @@ embed_tensors), so it gets the same decoding workers, cache and skip handling as
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from audit import sources
+from audit.embedding import identity_json, model_id
 
 NAME = "pixels"
 DEFAULT_SIZE = 16
@@ -56,11 +56,11 @@ class PixelEmbedder:
 
     @property
     def identity_json(self) -> str:
-        return json.dumps(self.identity, sort_keys=True, separators=(",", ":"))
+        return identity_json(self.identity)
 
     @property
     def model_id(self) -> str:
-        return hashlib.sha256(self.identity_json.encode()).hexdigest()[:32]
+        return model_id(self.identity)
 
     @property
     def dim(self) -> int:

@@ -35,15 +35,18 @@ import numpy as np
 REAL_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-clip" / "food101_10class_clip_vitb32.npz"
 
 
+def clip_gaussian(d: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance square root of the real CLIP Food-101 embeddings (isotropic if absent)."""
+    if not REAL_CLIP.is_file():
+        return np.zeros(d), np.eye(d) / np.sqrt(d)
+    real = np.load(REAL_CLIP, allow_pickle=False)["X_train"].astype(np.float64)
+    w, v = np.linalg.eigh(np.cov(real, rowvar=False))
+    return real.mean(axis=0), v * np.sqrt(np.clip(w, 0, None))
+
+
 def make_data(n: int, d: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    if REAL_CLIP.is_file():
-        real = np.load(REAL_CLIP, allow_pickle=False)["X_train"].astype(np.float64)
-        mu, cov = real.mean(axis=0), np.cov(real, rowvar=False)
-        w, v = np.linalg.eigh(cov)
-        root = v * np.sqrt(np.clip(w, 0, None))
-    else:
-        mu, root = np.zeros(d), np.eye(d) / np.sqrt(d)
+    mu, root = clip_gaussian(d)
     x = mu + rng.standard_normal((n, d)) @ root.T
     y = mu + 0.9 * rng.standard_normal((n, d)) @ root.T  # same centre, a little less spread
     x /= np.linalg.norm(x, axis=1, keepdims=True)

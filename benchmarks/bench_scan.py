@@ -24,18 +24,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_metrics import REAL_CLIP  # noqa: E402
+from bench_metrics import REAL_CLIP, clip_gaussian  # noqa: E402
 
 
 def make_sets(n: int, d: int = 512, synthetic_share: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    if REAL_CLIP.is_file():
-        real = np.load(REAL_CLIP, allow_pickle=False)["X_train"].astype(np.float64)
-        mu, cov = real.mean(axis=0), np.cov(real, rowvar=False)
-        w, v = np.linalg.eigh(cov)
-        root = v * np.sqrt(np.clip(w, 0, None))
-    else:
-        mu, root = np.zeros(d), np.eye(d) / np.sqrt(d)
+    mu, root = clip_gaussian(d)
     n_syn = int(synthetic_share * n)
     x = mu + rng.standard_normal((n, d)) @ root.T
     y = mu + rng.standard_normal((n, d)) @ root.T
