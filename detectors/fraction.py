@@ -1,12 +1,17 @@
 """Every synthetic-share estimate for a candidate set, with the guards that keep them honest.
 
 - supervised (with a trained `SupervisedProbe`): PACC with a bootstrap interval, EMQ beside it;
-- unsupervised (reference + candidate only): BBE estimate and its (1 - delta) lower bound;
+  NaN ("not identifiable") when the detector does not separate its own labels;
+- unsupervised (reference + candidate only): BBE on a cross-fitted k-NN density-ratio score,
+  its estimate and its (1 - delta) lower bound;
 - out-of-manifold share: candidate items outside every reference k-NN ball.
 
 Warnings instead of misleading numbers:
-- generator shift: the supervised interval lies below the unsupervised lower bound, so the
-  candidate's synthetic items are not what the detector was trained on;
+- generator shift: the supervised estimate sits below BBE's estimate by more than their joint
+  uncertainty (1.96 standard errors of the difference) while content shift does not explain it,
+  so the candidate's synthetic items are not what the detector was trained on. BBE's estimate can
+  only err low when both sets' real parts match (synthetic items that look real stay in the top
+  bin), so a supervised estimate below it is too low;
 - content shift: the candidate's likely-real part (supervised score < 0.5) spreads over the
   reference's k-means clusters in other proportions than the reference (chi-square p < 0.001 and
   total variation > 0.1), so BBE and the out-of-manifold share count new real content as "other";
@@ -82,9 +87,12 @@ def estimate_fraction(
             warnings.append(f"too few labelled synthetic items ({len(detector.oof_synthetic)} < "
                             f"{MIN_SYNTHETIC_TRAINING}): the supervised estimate is unstable")
 
-    score_x, score_y = crossfit_scores(x, y, seed)
+    score_x, score_y = crossfit_scores(x, y, seed, k=k)
     estimates["unsupervised"] = bbe(score_x, score_y, delta)
-    items["unsupervised"] = 1.0 - score_y  # higher = less like the reference
+    # Per item: the share of reference items that look more like the reference than it does
+    # (0: as typical as the most typical reference item, 1: less typical than every one).
+    items["unsupervised"] = np.searchsorted(np.sort(score_x), score_y, side="right") / len(score_x)
+    items["unsupervised"] = 1.0 - items["unsupervised"]
 
     counts = candidate_ball_counts(x, y, k)
     outside = int(np.count_nonzero(counts == 0))
@@ -99,22 +107,39 @@ def estimate_fraction(
                         "estimates are unstable")
     sup, unsup = estimates.get("supervised"), estimates["unsupervised"]
     if sup is not None and not np.isfinite(sup.value):
-        warnings.append("the detector does not separate real from synthetic on its own out-of-fold training "
-                        f"scores (mean real {detector.oof_real.mean():.3f}, synthetic {detector.oof_synthetic.mean():.3f}): "
-                        "no supervised estimate; this embedding cannot tell the two apart linearly")
-    if sup is not None and unsup.lower is not None and sup.upper is not None and sup.upper < unsup.lower:
-        warnings.append(
-            f"generator shift: the supervised estimate ({sup.value:.3f}, up to {sup.upper:.3f}) is below the "
-            f"unsupervised lower bound ({unsup.lower:.3f}); the candidate's synthetic items do not look like the "
-            "detector's training examples, so trust the lower bound and retrain the detector")
+        warnings.append(f"the detector does not separate real from synthetic (out-of-fold AUC {detector.auc:.3f}): "
+                        "the supervised share is not identifiable and any gate on it reads unknown; retrain it "
+                        "with more or better labelled synthetic examples")
+    content = None
     if detector is not None:
-        shift = content_shift(x, y[items["supervised"] < 0.5], seed=seed)
+        content = content_shift(x, y[items["supervised"] < 0.5], seed=seed)
+    if sup is not None and content is None:
+        shift = generator_shift(sup, unsup)
         if shift is not None:
             warnings.append(shift)
-    else:
+    if content is not None:
+        warnings.append(content)
+    if detector is None:
         warnings.append("no detector: BBE and the out-of-manifold share count real items unlike the reference "
                         "(content shift) as synthetic, and content shift cannot be checked without one")
     return FractionReport(len(x), len(y), estimates, warnings, items)
+
+
+def generator_shift(supervised: FractionEstimate, unsupervised: FractionEstimate, z: float = 1.96) -> str | None:
+    """A warning when the supervised estimate is below BBE's by more than z standard errors of
+    their difference, else None."""
+    if not (np.isfinite(supervised.value) and np.isfinite(unsupervised.value)) or supervised.upper is None:
+        return None
+    se_sup = (supervised.upper - supervised.lower) / (2 * 1.96)  # from the bootstrap 95% interval
+    se_unsup = float(unsupervised.details.get("se", 0.0))
+    gap = unsupervised.value - supervised.value
+    if gap <= z * float(np.hypot(se_sup, se_unsup)):
+        return None
+    return (f"generator shift: the supervised estimate ({supervised.value:.3f} [{supervised.lower:.3f}, "
+            f"{supervised.upper:.3f}]) is below the unsupervised one ({unsupervised.value:.3f}, at least "
+            f"{unsupervised.lower:.3f}) by more than their joint uncertainty; the candidate's synthetic items do not "
+            "look like the detector's training examples: trust the unsupervised numbers and retrain the detector "
+            "on this generator's output")
 
 
 def content_shift(reference: np.ndarray, likely_real: np.ndarray, n_clusters: int = 10, seed: int = 0) -> str | None:

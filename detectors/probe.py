@@ -1,20 +1,33 @@
-"""Supervised probe: how much of a candidate set looks like labelled synthetic examples.
+"""Supervised detector: how much of a candidate set looks like labelled synthetic examples.
 
-A logistic regression on embeddings separates real (the reference) from labelled synthetic items.
+Each item is described by its embedding and by density features against two banks kept with the
+detector, the labelled real items R and the labelled synthetic items S (detectors/features.py):
+distances to the nearest and k-th neighbour in each bank and the nearest-neighbour distance
+relative to that neighbour's own radius. A logistic regression on those (detectors/linear.py)
+sees both a generator's offset (the embedding) and its sampling bias (the log-distances, a k-NN
+log-likelihood ratio between the banks). Training items are described leave-one-out.
+
 Raw classify-and-count is biased whenever the classifier errs, so the share is estimated by
 adjusted quantification:
 - PACC (probabilistic adjusted classify-and-count, Bella et al. 2010): with out-of-fold mean
   scores s1 on synthetic and s0 on real training items, pi = (mean score on the candidate - s0) / (s1 - s0);
 - EMQ (Saerens, Latinne and Decaestecker 2002): EM re-estimation of the prior from the posteriors,
   as a second opinion.
-The interval is a bootstrap over the candidate items and the out-of-fold training scores.
+The out-of-fold scores come from 5 fold models, and a candidate is scored by the mean of the
+same 5 models, so the candidate's real items have, in expectation, exactly the out-of-fold real
+mean (scoring with one refit on all items would not: it is a better classifier than the ones
+the out-of-fold means describe). The interval is a bootstrap over the candidate items and the
+out-of-fold training scores. A detector whose out-of-fold AUC is below `MIN_AUC` identifies
+nothing: its estimate is NaN ("not identifiable"), never a number.
 
-A trained probe is saved as plain JSON (numbers and the embedding model's identity, never a pickle)
-and refuses embeddings from another model.
+A trained detector is plain data: `detector.json` (format, model identity, settings, the sha256
+of its arrays) and `detector.npz` beside it (float arrays, read with allow_pickle=False).
+It refuses embeddings from another model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,65 +36,118 @@ from typing import Any
 import numpy as np
 
 from detectors.base import FractionEstimate, ModelMismatch
+from detectors.features import DensityBank, feature_names
+from detectors.linear import Logistic
 
-FORMAT = "madaudit-detector/1"
+FORMAT = "madaudit-detector/2"
 N_FOLDS = 5
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+DEFAULT_K = 5
+MIN_AUC = 0.6  # below this the detector separates too little to identify a share
+MAX_BANK = 10_000  # labelled items kept per class: features and training use a seeded subset beyond
+_ARRAYS = ("real_bank", "synthetic_bank", "real_folds", "synthetic_folds", "means", "scales", "coefs", "intercepts",
+           "oof_real", "oof_synthetic")
 
 
 @dataclass
 class SupervisedProbe:
-    """Logistic regression real (0) vs synthetic (1) on standardised embeddings."""
+    """Real (0) vs synthetic (1) on [embedding, density features against the two banks],
+    cross-fitted: fold model f was trained on the labelled items outside fold f, with features
+    against the banks outside fold f; it scored fold f (out-of-fold) and scores every candidate
+    item the same way, so out-of-fold and candidate scores are exchangeable."""
 
-    mean: np.ndarray  # (d,) feature means used for standardisation
-    scale: np.ndarray  # (d,) feature standard deviations
-    coef: np.ndarray  # (d,)
-    intercept: float
+    real_bank: np.ndarray  # (n0, d) float32, labelled real items
+    synthetic_bank: np.ndarray  # (n1, d) float32, labelled synthetic items
+    real_folds: np.ndarray  # (n0,) fold of each real item
+    synthetic_folds: np.ndarray  # (n1,)
+    k: int
+    means: np.ndarray  # (folds, p) feature standardisation of each fold model
+    scales: np.ndarray  # (folds, p)
+    coefs: np.ndarray  # (folds, p)
+    intercepts: np.ndarray  # (folds,)
     oof_real: np.ndarray  # out-of-fold synthetic scores of the real training items
     oof_synthetic: np.ndarray  # out-of-fold synthetic scores of the synthetic training items
     model_identity: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self._banks: list[DensityBank] | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.real_bank.shape[1]
 
     @property
     def train_prior(self) -> float:
         return len(self.oof_synthetic) / (len(self.oof_synthetic) + len(self.oof_real))
 
+    @property
+    def auc(self) -> float:
+        """Out-of-fold ROC AUC (Mann-Whitney): how well the detector separates its own labels."""
+        return _auc(self.oof_real, self.oof_synthetic)
+
+    @property
+    def identifiable(self) -> bool:
+        return self.auc >= MIN_AUC
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"embedding[{i}]" for i in range(self.dim)] + feature_names(("real", "synthetic"))
+
     # -- fitting -----------------------------------------------------------------------------
 
     @classmethod
     def fit(cls, real: np.ndarray, synthetic: np.ndarray, model_identity: dict | None = None, seed: int = 0,
-            c: float = 1.0) -> SupervisedProbe:
-        """Fit on real (n0, d) and synthetic (n1, d) embeddings; out-of-fold scores come from
-        stratified 5-fold cross-validation, the final weights from all items."""
-        from sklearn.model_selection import StratifiedKFold
-
-        real = np.asarray(real, dtype=np.float64)
-        synthetic = np.asarray(synthetic, dtype=np.float64)
-        if real.ndim != 2 or synthetic.ndim != 2 or real.shape[1] != synthetic.shape[1]:
-            raise ValueError(f"real {real.shape} and synthetic {synthetic.shape} must be (n, d) with the same d")
-        if min(len(real), len(synthetic)) < N_FOLDS:
-            raise ValueError(f"need at least {N_FOLDS} real and {N_FOLDS} synthetic items to fit a probe")
-        x = np.vstack([real, synthetic])
+            k: int = DEFAULT_K) -> SupervisedProbe:
+        """Fit on real (n0, d) and synthetic (n1, d) embeddings (at most MAX_BANK of each, a
+        seeded subset beyond), cross-fitted over N_FOLDS stratified folds."""
+        rng = np.random.default_rng(seed)
+        real, synthetic = (_subset(_matrix(a, name), MAX_BANK, rng) for a, name in ((real, "real"), (synthetic, "synthetic")))
+        if real.shape[1] != synthetic.shape[1]:
+            raise ValueError(f"real {real.shape} and synthetic {synthetic.shape} must have the same dimension")
+        need = N_FOLDS * (k + 1)
+        if min(len(real), len(synthetic)) < need:
+            raise ValueError(f"need at least {need} real and {need} synthetic items to fit a detector with k={k}, "
+                             f"have {len(real)} and {len(synthetic)}")
+        folds = [rng.permutation(len(a)) % N_FOLDS for a in (real, synthetic)]
+        banks = [DensityBank(real, k, folds[0]), DensityBank(synthetic, k, folds[1])]
         y = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
-        oof = np.empty(len(x))
-        for train, test in StratifiedKFold(N_FOLDS, shuffle=True, random_state=seed).split(x, y):
-            oof[test] = _fit_lr(x[train], y[train], c).predict(x[test])
-        return cls(*_fit_lr(x, y, c).params(), oof_real=oof[y == 0], oof_synthetic=oof[y == 1],
-                   model_identity=model_identity)
+        fold_of = np.r_[folds[0], folds[1]]
+        oof = np.empty(len(y))
+        params = []
+        for f in range(N_FOLDS):
+            x = np.vstack([_describe_items(real, banks, f, member_of=0), _describe_items(synthetic, banks, f, member_of=1)])
+            model = Logistic.fit(x[fold_of != f], y[fold_of != f])
+            oof[fold_of == f] = model.predict(x[fold_of == f])
+            params.append((model.mean, model.scale, model.coef, model.intercept))
+        means, scales, coefs, intercepts = (np.array(p) for p in zip(*params))
+        probe = cls(real, synthetic, folds[0], folds[1], k, means, scales, coefs, intercepts,
+                    oof[y == 0], oof[y == 1], model_identity)
+        probe._banks = banks
+        return probe
 
     # -- use -----------------------------------------------------------------------------------
 
     def scores(self, embeddings: np.ndarray, model_identity: dict | None = None) -> np.ndarray:
-        """Per-item probability of being synthetic (under the training prior)."""
+        """Per-item probability of being synthetic (under the training prior): the mean of the
+        fold models' probabilities, each on features against its own part of the banks."""
         self.check_compatible(embeddings, model_identity)
-        x = (np.asarray(embeddings, dtype=np.float64) - self.mean) / self.scale
-        return _sigmoid(x @ self.coef + self.intercept)
+        items = np.asarray(embeddings, dtype=np.float32)
+        found = [bank.neighbours(items) for bank in self.banks]  # one search serves every fold
+        out = np.zeros(len(items))
+        for f in range(len(self.intercepts)):
+            model = Logistic(self.means[f], self.scales[f], self.coefs[f], float(self.intercepts[f]))
+            out += model.predict(_describe_items(items, self.banks, f, found=found))
+        return out / len(self.intercepts)
+
+    @property
+    def banks(self) -> list[DensityBank]:
+        if self._banks is None:
+            self._banks = [DensityBank(self.real_bank, self.k, self.real_folds),
+                           DensityBank(self.synthetic_bank, self.k, self.synthetic_folds)]
+        return self._banks
 
     def check_compatible(self, embeddings: np.ndarray, model_identity: dict | None) -> None:
-        if np.ndim(embeddings) != 2 or np.shape(embeddings)[1] != len(self.coef):
-            raise ModelMismatch(f"the detector expects {len(self.coef)}-d embeddings, got shape {np.shape(embeddings)}")
+        if np.ndim(embeddings) != 2 or np.shape(embeddings)[1] != self.dim:
+            raise ModelMismatch(f"the detector expects {self.dim}-d embeddings, got shape {np.shape(embeddings)}")
         if self.model_identity and model_identity and model_identity != self.model_identity:
             raise ModelMismatch(
                 "the detector was trained on embeddings of another model "
@@ -90,58 +156,134 @@ class SupervisedProbe:
 
     def estimate(self, scores: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[FractionEstimate, FractionEstimate]:
         """PACC (with a bootstrap interval) and EMQ estimates of the synthetic share, from the
-        candidate's per-item scores."""
-        pacc_value = pacc(scores, self.oof_real, self.oof_synthetic)
-        rng = np.random.default_rng(seed)
-        boots = np.empty(n_boot)
-        for b in range(n_boot):
-            boots[b] = pacc(_resample(scores, rng), _resample(self.oof_real, rng), _resample(self.oof_synthetic, rng))
-        lo, hi = np.percentile(boots, [2.5, 97.5])
-        details = {"n": len(scores), "bootstrap": n_boot, "classify_and_count": float(np.mean(scores > 0.5)),
+        candidate's per-item scores. Both NaN when the detector is not identifiable."""
+        details = {"n": len(scores), "auc": self.auc, "classify_and_count": float(np.mean(scores > 0.5)),
                    "mean_score_real": float(self.oof_real.mean()),
                    "mean_score_synthetic": float(self.oof_synthetic.mean())}
-        pacc_estimate = FractionEstimate(pacc_value, float(lo), float(hi),
-                                         "PACC: logistic probe, out-of-fold adjusted, bootstrap 95% interval", details)
+        if not self.identifiable:
+            reason = (f"not identifiable: the detector's out-of-fold AUC is {self.auc:.3f} (< {MIN_AUC}), it does not "
+                      "separate real from synthetic")
+            return (FractionEstimate(float("nan"), None, None, f"PACC: {reason}", details),
+                    FractionEstimate(float("nan"), None, None, f"EMQ: {reason}", {"n": len(scores)}))
+        value = pacc(scores, self.oof_real, self.oof_synthetic)
+        rng = np.random.default_rng(seed)
+        boots = np.array([pacc(_resample(scores, rng), _resample(self.oof_real, rng), _resample(self.oof_synthetic, rng))
+                          for _ in range(n_boot)])
+        lo, hi = np.nanpercentile(boots, [2.5, 97.5])
+        pacc_estimate = FractionEstimate(value, float(lo), float(hi), "PACC: density-aware probe (embedding + k-NN "
+                                         "distances), out-of-fold adjusted, bootstrap 95% interval", details)
         emq_estimate = FractionEstimate(emq(scores, self.train_prior), None, None,
                                         "EMQ: EM prior re-estimation on the probe's posteriors", {"n": len(scores)})
         return pacc_estimate, emq_estimate
 
     # -- plain-data persistence ---------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "kind": "logistic-probe",
-            "model_identity": self.model_identity,
-            "mean": self.mean.tolist(),
-            "scale": self.scale.tolist(),
-            "coef": self.coef.tolist(),
-            "intercept": self.intercept,
-            "oof_real": self.oof_real.tolist(),
-            "oof_synthetic": self.oof_synthetic.tolist(),
-        }
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()))
+    def save(self, path: str | Path) -> list[Path]:
+        """Write `path` (JSON) and its arrays beside it (same name, .npz). Returns both paths."""
+        path = Path(path)
+        arrays_path = path.with_suffix(".npz")
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        with open(arrays_path, "wb") as fh:
+            np.savez(fh, **arrays)
+        meta = {"format": FORMAT, "kind": "density-probe", "model_identity": self.model_identity, "k": self.k,
+                "folds": len(self.intercepts), "auc": self.auc, "n_real": len(self.real_bank),
+                "n_synthetic": len(self.synthetic_bank), "features": self.feature_names[self.dim:],
+                "arrays": {"file": arrays_path.name, "sha256": _sha256(arrays_path)}}
+        path.write_text(json.dumps(meta, indent=1))
+        return [path, arrays_path]
 
     @classmethod
     def load(cls, path: str | Path) -> SupervisedProbe:
-        """Read a detector file: JSON only, every field checked; nothing in it is executed."""
+        """Read a detector: JSON and an .npz of float arrays, every field checked; nothing in
+        either is executed (no pickle)."""
+        path = Path(path)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            meta = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a madaudit detector (not JSON: {exc})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("madaudit-detector/"):
             raise ValueError(f"{path} is not a madaudit detector (format must be {FORMAT!r})")
-        arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "coef", "oof_real", "oof_synthetic")}
-        d = len(arrays["coef"])
-        if len(arrays["mean"]) != d or len(arrays["scale"]) != d or not all(a.ndim == 1 for a in arrays.values()):
-            raise ValueError(f"{path}: inconsistent detector arrays")
-        identity = data.get("model_identity")
+        if meta["format"] != FORMAT:
+            raise ValueError(f"{path} is a {meta['format']} detector (a linear probe that cannot see sampling bias); "
+                             "retrain it with `madaudit detector train`")
+        files = meta.get("arrays")
+        if not isinstance(files, dict) or not isinstance(files.get("file"), str) or "/" in files["file"]:
+            raise ValueError(f"{path}: 'arrays' must name the .npz file beside it")
+        arrays_path = path.with_name(files["file"])
+        if not arrays_path.is_file():
+            raise ValueError(f"{path}: its arrays file {arrays_path} is missing (copy both files)")
+        if _sha256(arrays_path) != files.get("sha256"):
+            raise ValueError(f"{path}: {arrays_path.name} does not match the sha256 recorded in the detector")
+        identity = meta.get("model_identity")
         if identity is not None and not isinstance(identity, dict):
             raise ValueError(f"{path}: model_identity must be an object")
-        return cls(arrays["mean"], arrays["scale"], arrays["coef"], float(data["intercept"]),
-                   arrays["oof_real"], arrays["oof_synthetic"], identity)
+        k = meta.get("k")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"{path}: k must be a positive integer")
+        try:
+            with np.load(arrays_path, allow_pickle=False) as npz:
+                arrays = {name: np.asarray(npz[name]) for name in _ARRAYS}
+        except (KeyError, ValueError, OSError) as exc:
+            raise ValueError(f"{path}: {arrays_path.name} is not a detector's arrays ({exc})") from None
+        _check_arrays(arrays, k, path)
+        return cls(**{name: arrays[name] for name in _ARRAYS}, k=k, model_identity=identity)
+
+
+def _check_arrays(a: dict[str, np.ndarray], k: int, path: Path) -> None:
+    for name, value in a.items():
+        kind = "i" if name.endswith("folds") else "f"
+        if value.dtype.kind != kind or (kind == "f" and not np.all(np.isfinite(value))):
+            raise ValueError(f"{path}: array {name!r} must hold finite {'integers' if kind == 'i' else 'floats'}")
+    d = a["real_bank"].shape[1] if a["real_bank"].ndim == 2 else -1
+    p = d + len(feature_names(("real", "synthetic")))
+    shapes_ok = (a["real_bank"].ndim == 2 and a["synthetic_bank"].ndim == 2 and a["synthetic_bank"].shape[1] == d
+                 and min(len(a["real_bank"]), len(a["synthetic_bank"])) > k
+                 and a["real_folds"].shape == (len(a["real_bank"]),)
+                 and a["synthetic_folds"].shape == (len(a["synthetic_bank"]),)
+                 and a["coefs"].ndim == 2 and a["coefs"].shape[1] == p and len(a["coefs"]) >= 2
+                 and a["means"].shape == a["coefs"].shape and a["scales"].shape == a["coefs"].shape
+                 and a["intercepts"].shape == (len(a["coefs"]),)
+                 and set(np.unique(np.r_[a["real_folds"], a["synthetic_folds"]])) == set(range(len(a["coefs"])))
+                 and a["oof_real"].ndim == 1 and a["oof_synthetic"].ndim == 1
+                 and len(a["oof_real"]) > 0 and len(a["oof_synthetic"]) > 0)
+    if not shapes_ok:
+        raise ValueError(f"{path}: inconsistent detector arrays")
+    if np.any(a["scales"] <= 0):
+        raise ValueError(f"{path}: feature scales must be positive")
+
+
+def _describe_items(items: np.ndarray, banks: list[DensityBank], fold: int, member_of: int | None = None,
+                    found: list | None = None) -> np.ndarray:
+    """[embedding, features against each bank outside `fold`]; `member_of`: the bank `items` are."""
+    parts = [items.astype(np.float64)]
+    for i, bank in enumerate(banks):
+        members = i == member_of
+        parts.append(bank.features(items, fold, members=members,
+                                   found=bank._own if members else (found[i] if found else None)))
+    return np.hstack(parts)
+
+
+def _matrix(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim != 2 or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be a finite (n, d) array, got shape {a.shape}")
+    return a
+
+
+def _subset(a: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return a if len(a) <= limit else a[np.sort(rng.choice(len(a), limit, replace=False))]
+
+
+def _auc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.r_[negatives, positives])
+    n0, n1 = len(negatives), len(positives)
+    return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def pacc(scores: np.ndarray, oof_real: np.ndarray, oof_synthetic: np.ndarray) -> float:
@@ -176,24 +318,3 @@ def _describe(identity: dict) -> str:
     return f"{arch}, {weights.get('tag') or 'weights ' + str(weights.get('file_sha256', weights))[:12]}"
 
 
-@dataclass
-class _LR:
-    mean: np.ndarray
-    scale: np.ndarray
-    model: Any
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba((x - self.mean) / self.scale)[:, 1]
-
-    def params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        return self.mean, self.scale, self.model.coef_[0].astype(np.float64), float(self.model.intercept_[0])
-
-
-def _fit_lr(x: np.ndarray, y: np.ndarray, c: float) -> _LR:
-    from sklearn.linear_model import LogisticRegression
-
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale == 0] = 1.0
-    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
-    return _LR(mean, scale, model)
