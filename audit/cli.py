@@ -127,24 +127,37 @@ def detector():
               help="Real items: image folder, .npy or embed folder.")
 @click.option("--synthetic", "synthetic_path", required=True, type=click.Path(path_type=Path),
               help="Labelled synthetic items: image folder, .npy or embed folder.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="detector.json to write.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="detector.json to write (its arrays go beside it, same name, .npz).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Neighbours for the density features.")
+@click.option("--force", is_flag=True, help="Write the detector even if it barely separates real from synthetic.")
 @model_options
-def detector_train(real_path, synthetic_path, out, seed, model, pretrained, device, offline, batch_size, workers,
-                   cache_path, quiet):
-    """Fit a logistic probe real vs synthetic and save it as plain JSON (with the embedding model's
-    identity, so it refuses embeddings of another model)."""
-    from detectors.probe import SupervisedProbe
+def detector_train(real_path, synthetic_path, out, seed, k, force, model, pretrained, device, offline, batch_size,
+                   workers, cache_path, quiet):
+    """Fit a density-aware detector real vs synthetic (embedding + k-NN distances to both labelled
+    sets) and save it as plain data: JSON and an .npz of float arrays, with the embedding model's
+    identity, so it refuses embeddings of another model. Refuses (exit 2) to write a detector whose
+    out-of-fold AUC is below 0.6 unless --force."""
+    from detectors.probe import MIN_AUC, SupervisedProbe
 
     options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
     real, synthetic = _load_pair(real_path, synthetic_path, options)
     try:
-        probe = SupervisedProbe.fit(real.vectors, synthetic.vectors, real.model_identity, seed=seed)
+        probe = SupervisedProbe.fit(real.vectors, synthetic.vectors, real.model_identity, seed=seed, k=k)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    probe.save(out)
-    click.echo(f"detector trained on {len(real.keys)} real and {len(synthetic.keys)} synthetic items, written to {out} "
-               f"(out-of-fold mean score: real {probe.oof_real.mean():.3f}, synthetic {probe.oof_synthetic.mean():.3f})")
+    summary = (f"out-of-fold AUC {probe.auc:.3f} on {len(probe.real_bank)} real and {len(probe.synthetic_bank)} "
+               f"synthetic items (mean score: real {probe.oof_real.mean():.3f}, synthetic {probe.oof_synthetic.mean():.3f})")
+    if not probe.identifiable and not force:
+        raise click.UsageError(f"the detector does not separate real from synthetic: {summary}; below {MIN_AUC} its "
+                               "estimates are not identifiable. Use more or other labelled synthetic examples, "
+                               "or --force to write it anyway")
+    written = probe.save(out)
+    click.echo(f"detector written to {', '.join(map(str, written))}: {summary}")
+    if not probe.identifiable:
+        click.echo(f"warning: AUC below {MIN_AUC}: scans with this detector report the synthetic share as unknown",
+                   err=True)
 
 
 @main.command()
@@ -317,6 +330,8 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed)
     written = write_reports(result.to_dict(), out)
     click.echo(verdict_table(result.to_dict()))
+    for warning in result.to_dict()["synthetic_fraction"]["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(f"reports: {', '.join(str(p) for p in written.values())}")
     trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
     if result.verdict in trips:
@@ -368,6 +383,8 @@ def demo(out, seed):
 
     result, paths = run_demo(out, seed=seed, progress=lambda msg: click.echo(msg))
     click.echo(verdict_table(result.to_dict()))
+    for warning in result.to_dict()["synthetic_fraction"]["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
 
 

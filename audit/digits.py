@@ -2,7 +2,7 @@
 
 Real images are scikit-learn's bundled digits (1,797 scans of handwritten digits, 8x8, 17 grey
 levels), so no download is needed. Synthetic images come from a generative model fitted to the
-real ones: a Gaussian mixture over the 64 pixels, sampled with sampling bias lambda < 1 (each
+real digits that are in neither the reference nor the candidate: a Gaussian mixture over the 64 pixels, sampled with sampling bias lambda < 1 (each
 component's covariance shrunk by lambda, as truncation or guidance would do). That makes them
 plausible but less diverse than the real digits, the MAD signature, and which file is which is
 known exactly.
@@ -70,9 +70,12 @@ def make_digit_fixtures(out: str | Path, spec: DigitFixtureSpec = DigitFixtureSp
     reference_rows = order[: spec.n_reference]
     candidate_rows = order[spec.n_reference : spec.n_reference + n_candidate_real]
 
-    # The generator sees only the reference, as a model trained on the trusted data would.
+    # The generator is trained on other real digits (the rest of the scans), as a model trained on
+    # a scrape would be: fitted on the reference itself it would memorise those very items, and
+    # a detector would learn "looks like the training set" instead of "looks generated".
+    generator_rows = order[spec.n_reference + n_candidate_real :]
     gmm = GaussianMixture(spec.mixture_components, covariance_type="full", reg_covar=1e-2, random_state=spec.seed)
-    gmm.fit(digits.data[reference_rows])
+    gmm.fit(digits.data[generator_rows])
     synthetic = sample_biased_mixture(gmm, n_candidate_synthetic + spec.n_labelled_synthetic, spec.sampling_bias, rng)
 
     manifest: list[tuple[str, str, int]] = []

@@ -100,11 +100,13 @@ def scan(
         comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold, seed=seed,
                              reference_keys=ref.embeddings.keys, candidate_keys=cand.embeddings.keys)
         fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, seed=seed)
-        primary = ("supervised" if probe is not None and _finite(fraction.estimates["supervised"].value)
-                   else "unsupervised")
-        scores = fraction.item_scores[primary]  # a detector that cannot separate ranks nothing
+        # With a detector its estimate is the answer, even when it says "not identifiable":
+        # falling back to another number would pass a gate on what the detector cannot see.
+        primary = "supervised" if probe is not None else "unsupervised"
+        ranking = primary if _finite(fraction.estimates[primary].value) else "unsupervised"
+        scores = fraction.item_scores[ranking]  # a detector that cannot separate ranks nothing
         fc = policy.forecast
-        measured = projector.inputs_from_audit(x, y, scores, fraction.estimates[primary].value)
+        measured = projector.inputs_from_audit(x, y, scores, fraction.estimates[ranking].value)
         space = projector.ReferenceSpace.fit(x, fc.dim, k=k, tail_q=tail_q, seed=seed)
         forecast = projector.project(None, loop=fc.loop, model=fc.model, generations=fc.generations, runs=fc.runs,
                                      seed=seed, threshold=fc.threshold, space=space, k=k, **measured)
@@ -124,7 +126,11 @@ def scan(
         "forecast_recall": forecast.metrics["recall"]["median"][-1],
         "forecast_tail_coverage": forecast.metrics["tail_coverage"]["median"][-1],
     })
-    gate_results, verdict = evaluate(policy, values)
+    reasons = {}
+    if not _finite(values["synthetic_fraction"]):
+        why = fraction.estimates[primary].method
+        reasons = {"synthetic_fraction": f"is unknown ({why})", "synthetic_fraction_lower": f"is unknown ({why})"}
+    gate_results, verdict = evaluate(policy, values, reasons)
     data = {
         "schema": SCHEMA_VERSION,
         "madaudit_version": __version__,
@@ -145,7 +151,7 @@ def scan(
         "policy": policy.to_dict(),
         "gates": [r.to_dict() for r in gate_results],
         "values": values,
-        "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, primary), cand.image_root),
+        "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, ranking), cand.image_root),
         "map": _map(space, x, y, scores, map_points, seed),
     }
     return ScanResult(_clean(data))

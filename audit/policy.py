@@ -77,8 +77,13 @@ class GateResult:
     status: str  # "pass", "warn", "fail"
     message: str
 
+    @property
+    def unknown(self) -> bool:
+        return self.value is None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self.gate), "value": self.value, "status": self.status, "message": self.message}
+        return {**asdict(self.gate), "value": self.value, "status": self.status, "unknown": self.unknown,
+                "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -187,14 +192,17 @@ def with_overrides(policy: Policy, overrides: dict[str, float]) -> Policy:
     return replace(policy, gates=tuple(gates.values()), source=policy.source + " + flags" if overrides else policy.source)
 
 
-def evaluate(policy: Policy, values: dict[str, float | None]) -> tuple[list[GateResult], str]:
-    """Each gate against the measured values; the verdict is fail, warn or pass."""
+def evaluate(policy: Policy, values: dict[str, float | None], reasons: dict[str, str] | None = None
+             ) -> tuple[list[GateResult], str]:
+    """Each gate against the measured values; the verdict is fail, warn or pass. A value that is
+    missing or not finite is unknown and counts at the gate's severity; `reasons` says why."""
     results = []
     for gate in policy.gates:
         value = values.get(gate.metric)
         if value is None or not math.isfinite(value):
-            results.append(GateResult(gate, None, gate.severity, f"{gate.metric} could not be measured "
-                                      f"(needed: {gate.describe()})"))
+            why = (reasons or {}).get(gate.metric, "could not be measured")
+            results.append(GateResult(gate, None, gate.severity, f"unknown: {gate.metric} {why} (needed: "
+                                      f"{gate.describe()}; an unknown counts as {gate.severity})"))
             continue
         ok = value >= gate.threshold if gate.comparator == "min" else value <= gate.threshold
         status = "pass" if ok else gate.severity

@@ -76,7 +76,7 @@ def verdict_line(data: dict[str, Any]) -> str:
 
 def verdict_table(data: dict[str, Any]) -> str:
     """The short table `madaudit scan` prints."""
-    rows = [(g["status"].upper(), g["metric"], _fmt(g["value"]),
+    rows = [(g["status"].upper() + (" (unknown)" if g.get("unknown") else ""), g["metric"], _fmt(g["value"]),
              f"{'>=' if g['comparator'] == 'min' else '<='} {g['threshold']:g}", g["severity"]) for g in data["gates"]]
     header = ("status", "gate", "value", "threshold", "severity")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -131,6 +131,9 @@ def render_junit(data: dict[str, Any]) -> str:
             failure.text = g["message"]
         else:
             ET.SubElement(case, "system-out").text = f"{g['status'].upper()}: {g['message']}"
+    warnings = data.get("synthetic_fraction", {}).get("warnings", [])
+    if warnings:  # estimate warnings reach CI logs too, not only the report files
+        ET.SubElement(suite, "system-out").text = "\n".join(f"warning: {w}" for w in warnings)
     root = ET.Element("testsuites", name="madaudit", tests=suite.get("tests"), failures=suite.get("failures"))
     root.append(suite)
     ET.indent(root)

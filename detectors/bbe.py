@@ -6,27 +6,28 @@ reference-vs-candidate scores every item; for a threshold c let q_X(c), q_Y(c) b
 held-out reference and candidate items scoring at least c. Since q_Y(c) >= alpha q_X(c) for
 every c, q_Y / q_X bounds alpha from above, tightest in the "top bin" where the classifier is
 surest an item is real. BBE takes the c minimising the upper confidence bound
-    (q_Y(c) + eps_Y) / (q_X(c) - eps_X),  eps = sqrt(log(4 / delta) / (2 n))   (DKW),
+    (q_Y(c) + eps_Y) / (q_X(c) - eps_X),  eps = sqrt(log(2 / delta) / (2 n))   (one-sided DKW),
 reports alpha_hat = q_Y / q_X there, and 1 - that bound as a (1 - delta) lower bound of the
 synthetic share. Only a lower bound is identified: synthetic items that look real cannot be
 told apart without labels, and real candidate items unlike the reference (content shift) count
 as "other".
 
-The score is a cross-fitted k-NN density ratio, not a trained classifier. BBE wants the score
-monotone in p_reference(x) / p_candidate(x): the candidate density is alpha p_real + (1 - alpha)
-p_other, so where p_other vanishes (the real tails that biased samples never reach) the ratio
-peaks at 1 / alpha, and that top bin is where q_Y / q_X reads alpha. The k-NN estimate of the
-log ratio is d_eff (mean log distance to the k nearest candidate items - the same to the k
-nearest reference items) + const, and ranking needs no d_eff: the score is that difference. It
-sees density (sampling bias, a denser synthetic part) and position (a generator's offset makes a
-region where the candidate is denser) alike. A reference-vs-candidate classifier trained on a few
-hundred items ranks worse on both kinds (benchmarks/README.md compares them; `score="linear"` is
-the old linear probe).
+The score sees density. BBE wants a score monotone in p_reference(x) / p_candidate(x): the
+candidate density is alpha p_real + (1 - alpha) p_other, so where p_other vanishes (the real
+tails that biased samples never reach) the ratio peaks at 1 / alpha, and that top bin is where
+q_Y / q_X reads alpha. Log k-NN distances estimate log densities (detectors/features.py), so a
+logistic regression reference vs candidate on the density features against both sets (a few
+numbers per item, so a few hundred items train it) approximates that ratio. The embedding is
+left out by default: with 512 more inputs and a few hundred items the classifier ranks worse,
+on spread and on offsets alike (benchmarks/README.md compares "density", "density+embedding"
+and the old "linear" probe).
 
-Cross-fitting keeps the bound honest: every item of both sets gets one of FOLDS folds and is
-described against the bank items of the other folds only, so a held-out reference item and a
-real candidate item are exchangeable for the score, which is all BBE's inequality needs. The
-banks are a seeded subset of at most MAX_BANK items per set; every item is scored.
+Cross-fitting keeps the bound honest: every item of both sets gets one of FOLDS folds; fold f is
+scored by a model trained on the other folds' items, with features against the other folds' part
+of the banks (each training item left out of its own neighbours), and fold f's items are
+described against that same part. So a held-out reference item and a real candidate item are
+exchangeable for the score, which is all BBE's inequality needs. Banks and training use a seeded
+subset of at most MAX_BANK items per set; every item is scored.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ import numpy as np
 
 from detectors.base import FractionEstimate
 from detectors.features import DensityBank
+from detectors.linear import Logistic
 
-MAX_BANK = 10_000  # items per set that serve as neighbours
+MAX_BANK = 10_000  # items per set that serve as neighbours and training examples
 FOLDS = 10  # each item is described against 90% of the banks
 MAX_TRAIN_PER_SIDE = 10_000  # the linear comparison score
 
@@ -46,12 +48,14 @@ MAX_TRAIN_PER_SIDE = 10_000  # the linear comparison score
 def crossfit_scores(reference: np.ndarray, candidate: np.ndarray, seed: int = 0, k: int = 5,
                     score: str = "density") -> tuple[np.ndarray, np.ndarray]:
     """Held-out scores (higher = more like the reference) for every reference and candidate item:
-    the k-NN log density ratio reference / candidate (`score="density"`), or a 2-fold
-    cross-fitted linear classifier on the embedding (`score="linear"`)."""
+    a logistic regression reference vs candidate on the k-NN density features (`"density"`), on
+    them and the embedding (`"density+embedding"`), or a 2-fold linear probe on the embedding
+    alone (`"linear"`)."""
     x = np.asarray(reference, dtype=np.float32)
     y = np.asarray(candidate, dtype=np.float32)
     if score == "linear":
         return _linear_scores(x, y, seed)
+    embedding = score == "density+embedding"
     rng = np.random.default_rng(seed)
     sides = []
     for items in (x, y):
@@ -59,25 +63,38 @@ def crossfit_scores(reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
         folds = np.empty(len(items), np.int64)
         folds[order] = np.arange(len(items)) % FOLDS
         bank_rows = np.sort(order[:MAX_BANK])
-        sides.append((items, folds, DensityBank(items[bank_rows], k, folds[bank_rows], own=False)))
+        sides.append((items, folds, bank_rows, DensityBank(items[bank_rows], k, folds[bank_rows])))
     banks = [bank for *_, bank in sides]
-    scores = []
-    for items, folds, _ in sides:
-        found = [bank.neighbours(items) for bank in banks]  # one search, every fold read off it
-        out = np.empty(len(items))
-        for f in np.unique(folds):
+    found = [[bank.neighbours(items) for bank in banks] for items, *_ in sides]  # one search, every fold
+    scores = [np.empty(len(x)), np.empty(len(y))]
+    for f in range(FOLDS):
+        # Train on the bank items outside fold f, described against the banks outside fold f.
+        train, labels = [], []
+        for s, (_, folds, bank_rows, own) in enumerate(sides):
+            rows = folds[bank_rows] != f
+            chosen = [(d[bank_rows], i[bank_rows]) for d, i in found[s]]  # the own bank's are replaced below
+            train.append(_describe(own.vectors, banks, f, member_of=s, found=chosen, embedding=embedding)[rows])
+            labels.append(np.full(int(rows.sum()), 1.0 - s))  # 1 = reference
+        model = Logistic.fit(np.vstack(train), np.concatenate(labels), balanced=True)
+        for s, (items, folds, _, _) in enumerate(sides):
             rows = np.flatnonzero(folds == f)
-            log_dist = [np.log(np.maximum(bank.nearest(items[rows], f, found=(d[rows], i[rows]))[0], 1e-6)).mean(axis=1)
-                        for bank, (d, i) in zip(banks, found)]
-            out[rows] = log_dist[1] - log_dist[0]  # far from the candidate, near the reference: real
-        scores.append(out)
+            chosen = [(d[rows], i[rows]) for d, i in found[s]]
+            scores[s][rows] = model.predict(_describe(items[rows], banks, f, found=chosen, embedding=embedding))
     return scores[0], scores[1]
+
+
+def _describe(items: np.ndarray, banks: list[DensityBank], fold: int, member_of: int | None = None,
+              found: list | None = None, embedding: bool = False) -> np.ndarray:
+    parts = [items.astype(np.float64)] if embedding else []
+    for s, bank in enumerate(banks):
+        members = s == member_of
+        parts.append(bank.features(items, fold, members=members,
+                                   found=bank._own if members else (found[s] if found else None)))
+    return np.hstack(parts)
 
 
 def _linear_scores(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """2-fold cross-fitted logistic regression reference (1) vs candidate (0) on the embedding."""
-    from detectors.linear import Logistic
-
     rng = np.random.default_rng(seed)
     perm_x, perm_y = rng.permutation(len(x)), rng.permutation(len(y))
     fold_x, fold_y = np.empty(len(x), int), np.empty(len(y), int)
