@@ -8,7 +8,8 @@
 
 Warnings instead of misleading numbers:
 - generator shift: the supervised estimate sits below BBE's estimate by more than their joint
-  uncertainty (1.96 standard errors of the difference) while content shift does not explain it,
+  uncertainty (1.96 standard errors of the difference; with content shift present too, the
+  warning says that it may explain part of the gap),
   so the candidate's synthetic items are not what the detector was trained on. BBE's estimate can
   only err low when both sets' real parts match (synthetic items that look real stay in the top
   bin), so a supervised estimate below it is too low;
@@ -113,10 +114,13 @@ def estimate_fraction(
     content = None
     if detector is not None:
         content = content_shift(x, y[items["supervised"] < 0.5], seed=seed)
-    if sup is not None and content is None:
+    if sup is not None:
         shift = generator_shift(sup, unsup)
         if shift is not None:
-            warnings.append(shift)
+            # Undetected synthetic items also land among the "likely real" ones, so content shift
+            # may be a symptom of generator shift as much as a rival explanation: say both.
+            warnings.append(shift + (" (content shift is also present and may explain part of the gap)"
+                                     if content is not None else ""))
     if content is not None:
         warnings.append(content)
     if detector is None:

@@ -186,8 +186,8 @@ def test_report_guards_and_items():
 def test_generator_shift_is_flagged():
     world = World(3)
     probe = SupervisedProbe.fit(world.real(600), world.fake(600))  # trained on generator A
-    other_generator = -world.shift * 2  # generator B: shifted the other way
-    report = estimate_fraction(world.real(1000), world.candidate(1000, 0.4, shift=other_generator), probe)
+    # Generator B: no sampling bias and shifted the other way, nothing like A's examples.
+    report = estimate_fraction(world.real(1000), world.candidate(1000, 0.4, scale=1.0, shift=-world.shift * 2), probe)
     assert report.estimates["unsupervised"].value > report.estimates["supervised"].upper
     assert any(w.startswith("generator shift") for w in report.warnings)
 
