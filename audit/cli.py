@@ -330,8 +330,6 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed)
     written = write_reports(result.to_dict(), out)
     click.echo(verdict_table(result.to_dict()))
-    for warning in result.to_dict()["synthetic_fraction"]["warnings"]:
-        click.echo(f"warning: {warning}")
     click.echo(f"reports: {', '.join(str(p) for p in written.values())}")
     trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
     if result.verdict in trips:
@@ -383,8 +381,6 @@ def demo(out, seed):
 
     result, paths = run_demo(out, seed=seed, progress=lambda msg: click.echo(msg))
     click.echo(verdict_table(result.to_dict()))
-    for warning in result.to_dict()["synthetic_fraction"]["warnings"]:
-        click.echo(f"warning: {warning}")
     click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
 
 

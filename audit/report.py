@@ -75,13 +75,14 @@ def verdict_line(data: dict[str, Any]) -> str:
 
 
 def verdict_table(data: dict[str, Any]) -> str:
-    """The short table `madaudit scan` prints."""
+    """The short table `madaudit scan` prints, then every estimate warning."""
     rows = [(g["status"].upper() + (" (unknown)" if g.get("unknown") else ""), g["metric"], _fmt(g["value"]),
              f"{'>=' if g['comparator'] == 'min' else '<='} {g['threshold']:g}", g["severity"]) for g in data["gates"]]
     header = ("status", "gate", "value", "threshold", "severity")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"warning: {w}" for w in data["synthetic_fraction"]["warnings"]]  # reasons, not only in the files
     return verdict_line(data) + "\n" + "\n".join(lines)
 
 

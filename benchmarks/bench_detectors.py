@@ -96,7 +96,8 @@ def table(args) -> None:
                  "generator shift (trained on A, candidate B)": (0.7, 0.08, True, False),
                  "content shift (+25% Flickr8k real photos)": (0.7, 0.0, False, True)}
     for scenario, (lam, fingerprint, shifted, content) in scenarios.items():
-        rows = {v: [] for v in ("supervised", "linear-probe (before)", "bbe density", "bbe linear (before)")}
+        rows = {v: [] for v in ("supervised", "linear-probe (before)", "density only", "hgb", "bbe density",
+                                "bbe density+embedding", "bbe linear (before)")}
         flags = []
         for seed in range(args.seeds):
             rng = np.random.default_rng(seed)
@@ -104,27 +105,31 @@ def table(args) -> None:
             gen = FittedGenerator(pool[order[:500]], seed, fingerprint=fingerprint)
             reference, real = pool[order[500:1700]], pool[order[1700:]]
             target = FittedGenerator(pool[order[:500]], seed + 1000, fingerprint=fingerprint) if shifted else gen
-            candidate, _ = mix(real, target.sample(1000, lam), 0.3, 800, rng)
+            candidate, _ = mix(real, target.sample(1000, lam), 0.3, 600 if content else 800, rng)
             truth = 0.3
-            if content:
-                candidate = np.vstack([candidate[:600], flickr[rng.choice(len(flickr), 200, replace=False)].astype(np.float32)])
+            if content:  # 200 real photos of other content: 180 synthetic of 800
+                candidate = np.vstack([candidate, flickr[rng.choice(len(flickr), 200, replace=False)].astype(np.float32)])
                 truth = 0.3 * 600 / 800
-            probe = SupervisedProbe.fit(reference, gen.sample(1000, lam), seed=seed)
+            labelled = gen.sample(1000, lam)
+            probe = SupervisedProbe.fit(reference, labelled, seed=seed)
             sup, _ = probe.estimate(probe.scores(candidate), n_boot=300, seed=seed)
             rows["supervised"].append((sup.value, sup.lower, sup.upper))
-            linear = _linear_probe_pacc(reference, gen.sample(1000, lam), candidate, seed)
+            linear = _linear_probe_pacc(reference, labelled, candidate, seed)
             rows["linear-probe (before)"].append((linear, np.nan, np.nan))
+            for variant in ("density only", "hgb"):
+                rows[variant].append((_variant_pacc(reference, labelled, candidate, seed, variant), np.nan, np.nan))
             unsup = bbe(*crossfit_scores(reference, candidate, seed))
             rows["bbe density"].append((unsup.value, unsup.lower, np.nan))
-            old = bbe(*crossfit_scores(reference, candidate, seed, score="linear"))
-            rows["bbe linear (before)"].append((old.value, old.lower, np.nan))
+            for name, score in (("bbe density+embedding", "density+embedding"), ("bbe linear (before)", "linear")):
+                other = bbe(*crossfit_scores(reference, candidate, seed, score=score))
+                rows[name].append((other.value, other.lower, np.nan))
             flags.append(generator_shift(sup, unsup) is not None)
         for variant, r in rows.items():
             r = np.array(r, dtype=float)
             out = {"scenario": scenario, "variant": variant, "truth": truth, "seeds": args.seeds,
                    "mean_value": round(float(np.nanmean(r[:, 0])), 3),
                    "mean_abs_error": round(float(np.nanmean(np.abs(r[:, 0] - truth))), 3)}
-            if variant == "supervised":
+            if variant == "supervised":  # the kept detector: logistic on [embedding, density features]
                 out["coverage"] = round(float(np.mean((r[:, 1] <= truth) & (truth <= r[:, 2]))), 2)
                 out["generator_shift_flagged"] = round(float(np.mean(flags)), 2)
             if variant.startswith("bbe"):
@@ -135,6 +140,7 @@ def table(args) -> None:
 
 def _linear_probe_pacc(real, synthetic, candidate, seed) -> float:
     """The detector before issue 10: a logistic probe on the embedding alone, PACC-adjusted."""
+    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
     from detectors.linear import Logistic
@@ -143,10 +149,47 @@ def _linear_probe_pacc(real, synthetic, candidate, seed) -> float:
     x = np.vstack([real, synthetic]).astype(np.float64)
     y = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
     mean, scale = x.mean(axis=0), x.std(axis=0)
-    from sklearn.linear_model import LogisticRegression
     oof = cross_val_predict(LogisticRegression(max_iter=3000), (x - mean) / scale, y, cv=5, method="predict_proba")[:, 1]
-    model = Logistic.fit(x, y)
-    return pacc(model.predict(candidate), oof[y == 0], oof[y == 1])
+    return pacc(Logistic.fit(x, y).predict(candidate), oof[y == 0], oof[y == 1])
+
+
+def _variant_pacc(real, synthetic, candidate, seed, variant: str) -> float:
+    """The kept detector's cross-fitting (features against the banks outside each fold, 5 fold
+    models, PACC on their out-of-fold scores) with another classifier or feature set:
+    "density only" (logistic, no embedding), "hgb" (gradient boosting on the top 32 principal
+    axes of the embedding and the density features)."""
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from detectors.features import DensityBank, describe
+    from detectors.linear import Logistic
+    from detectors.probe import N_FOLDS, pacc
+
+    rng = np.random.default_rng(seed)
+    folds = [rng.permutation(len(a)) % N_FOLDS for a in (real, synthetic)]
+    banks = [DensityBank(real, 5, folds[0]), DensityBank(synthetic, 5, folds[1])]
+    y = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
+    fold_of = np.r_[folds[0], folds[1]]
+    found = [bank.neighbours(candidate) for bank in banks]
+    pca = PCA(32, random_state=seed).fit(np.vstack([real, synthetic])) if variant == "hgb" else None
+    oof, cand = np.empty(len(y)), np.zeros(len(candidate))
+
+    def inputs(items, dens):
+        return np.hstack([pca.transform(items), dens]) if pca is not None else dens
+
+    for f in range(N_FOLDS):
+        dens = np.vstack([describe(real, banks, f, 0, embedding=False), describe(synthetic, banks, f, 1, embedding=False)])
+        x = inputs(np.vstack([real, synthetic]), dens)
+        x_cand = inputs(candidate, describe(candidate, banks, f, found=found, embedding=False))
+        train = fold_of != f
+        if variant == "hgb":
+            model = HistGradientBoostingClassifier(random_state=seed).fit(x[train], y[train])
+            oof[~train], cand_f = model.predict_proba(x[~train])[:, 1], model.predict_proba(x_cand)[:, 1]
+        else:
+            model = Logistic.fit(x[train], y[train])
+            oof[~train], cand_f = model.predict(x[~train]), model.predict(x_cand)
+        cand += cand_f / N_FOLDS
+    return pacc(cand, oof[y == 0], oof[y == 1])
 
 
 def _cpu() -> str:

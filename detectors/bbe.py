@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from detectors.base import FractionEstimate
-from detectors.features import DensityBank
+from detectors.features import DensityBank, describe
 from detectors.linear import Logistic
 
 MAX_BANK = 10_000  # items per set that serve as neighbours and training examples
@@ -72,25 +72,15 @@ def crossfit_scores(reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
         train, labels = [], []
         for s, (_, folds, bank_rows, own) in enumerate(sides):
             rows = folds[bank_rows] != f
-            chosen = [(d[bank_rows], i[bank_rows]) for d, i in found[s]]  # the own bank's are replaced below
-            train.append(_describe(own.vectors, banks, f, member_of=s, found=chosen, embedding=embedding)[rows])
+            chosen = [(d[bank_rows], i[bank_rows]) for d, i in found[s]]  # the own bank reads its own lists
+            train.append(describe(own.vectors, banks, f, member_of=s, found=chosen, embedding=embedding)[rows])
             labels.append(np.full(int(rows.sum()), 1.0 - s))  # 1 = reference
         model = Logistic.fit(np.vstack(train), np.concatenate(labels), balanced=True)
         for s, (items, folds, _, _) in enumerate(sides):
             rows = np.flatnonzero(folds == f)
             chosen = [(d[rows], i[rows]) for d, i in found[s]]
-            scores[s][rows] = model.predict(_describe(items[rows], banks, f, found=chosen, embedding=embedding))
+            scores[s][rows] = model.predict(describe(items[rows], banks, f, found=chosen, embedding=embedding))
     return scores[0], scores[1]
-
-
-def _describe(items: np.ndarray, banks: list[DensityBank], fold: int, member_of: int | None = None,
-              found: list | None = None, embedding: bool = False) -> np.ndarray:
-    parts = [items.astype(np.float64)] if embedding else []
-    for s, bank in enumerate(banks):
-        members = s == member_of
-        parts.append(bank.features(items, fold, members=members,
-                                   found=bank._own if members else (found[s] if found else None)))
-    return np.hstack(parts)
 
 
 def _linear_scores(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -75,15 +75,14 @@ class DensityBank:
     fetches `k + EXTRA` neighbours and keeps the first k outside the fold; the rare row that
     runs short is searched again directly."""
 
-    def __init__(self, vectors: np.ndarray, k: int, folds: np.ndarray | None = None, own: bool = True):
+    def __init__(self, vectors: np.ndarray, k: int, folds: np.ndarray | None = None):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.folds = np.zeros(len(self.vectors), np.int64) if folds is None else np.asarray(folds, np.int64)
         self.k = k
         if len(self.folds) != len(self.vectors):
             raise ValueError("one fold label per bank vector")
-        # Every item's own neighbours: radii within any part of the bank are read off them
-        # (`own=False` skips them where only `nearest` is needed).
-        self._own = self.neighbours(self.vectors, members=True) if own else None
+        # Every item's own neighbours: radii within any part of the bank are read off them.
+        self._own = self.neighbours(self.vectors, members=True)
 
     def neighbours(self, items: np.ndarray, members: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Distances and indices of the `k + EXTRA` nearest bank items (self excluded for members)."""
@@ -94,21 +93,17 @@ class DensityBank:
                  found: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(n, 3) features of `items` against the bank items not in `fold` (-1: the whole bank).
         With `members`, `items` are the bank itself, each left out of its own neighbours and of
-        its neighbours' radii. `found`: `neighbours(items, members)`, when already computed."""
-        dist, idx = self.nearest(items, fold, members, found)
-        rows = np.arange(len(idx)) if members else None
+        its neighbours' radii. `found`: `neighbours(items)` of non-members, when already computed."""
+        rows = np.arange(len(self.vectors)) if members else None
+        if members:
+            found = self._own
+        dist, idx = self._first_k(items, *(found or self.neighbours(items)), fold, rows)
         nn = idx[:, 0]
         own_dist, _ = self._first_k(self.vectors[nn], *(a[nn] for a in self._own), fold, nn, also_drop=rows)
         nearest = np.maximum(dist[:, 0], _FLOOR)
         kth = np.maximum(dist[:, -1], _FLOOR)
         radius = np.maximum(own_dist[:, -1], _FLOOR)
         return np.column_stack([np.log(nearest), np.log(kth), np.log(nearest / radius)])
-
-    def nearest(self, items: np.ndarray, fold: int = -1, members: bool = False,
-                found: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Distances (n, k) and indices of each item's k nearest bank items outside `fold`."""
-        dist, idx = found if found is not None else self.neighbours(items, members)
-        return self._first_k(items, dist, idx, fold, np.arange(len(idx)) if members else None)
 
     def _first_k(self, queries: np.ndarray, dist: np.ndarray, idx: np.ndarray, fold: int,
                  rows: np.ndarray | None, also_drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,3 +135,14 @@ EXTRA = 16  # neighbours fetched beyond k, so that k remain after leaving one fo
 
 def feature_names(banks: tuple[str, ...]) -> list[str]:
     return [f"{bank}.{name}" for bank in banks for name in FEATURES_PER_BANK]
+
+
+def describe(items: np.ndarray, banks: list[DensityBank], fold: int, member_of: int | None = None,
+             found: list | None = None, embedding: bool = True) -> np.ndarray:
+    """[embedding (if asked), features against each bank outside `fold`]. `member_of`: the index
+    of the bank that `items` are (scored leave-one-out there); `found`: per bank, the
+    `neighbours(items)` already computed."""
+    parts = [items.astype(np.float64)] if embedding else []
+    for i, bank in enumerate(banks):
+        parts.append(bank.features(items, fold, members=i == member_of, found=found[i] if found else None))
+    return np.hstack(parts)

@@ -2,17 +2,17 @@
 
 - supervised (with a trained `SupervisedProbe`): PACC with a bootstrap interval, EMQ beside it;
   NaN ("not identifiable") when the detector does not separate its own labels;
-- unsupervised (reference + candidate only): BBE on a cross-fitted k-NN density-ratio score,
-  its estimate and its (1 - delta) lower bound;
+- unsupervised (reference + candidate only): BBE on a cross-fitted reference-vs-candidate score
+  over k-NN density features, its estimate and its (1 - delta) lower bound;
 - out-of-manifold share: candidate items outside every reference k-NN ball.
 
 Warnings instead of misleading numbers:
-- generator shift: the supervised estimate sits below BBE's estimate by more than their joint
-  uncertainty (1.96 standard errors of the difference; with content shift present too, the
-  warning says that it may explain part of the gap),
-  so the candidate's synthetic items are not what the detector was trained on. BBE's estimate can
-  only err low when both sets' real parts match (synthetic items that look real stay in the top
-  bin), so a supervised estimate below it is too low;
+- generator shift: the supervised estimate sits below BBE's by more than their joint uncertainty
+  (1.96 standard errors of the difference), so the candidate's synthetic items are not what the
+  detector was trained on. While both sets' real parts match, BBE's synthetic share can only err
+  low (synthetic items that look real stay in its top bin), so a supervised estimate clearly
+  below it is too low. With content shift present too, the warning says it may explain part of
+  the gap;
 - content shift: the candidate's likely-real part (supervised score < 0.5) spreads over the
   reference's k-means clusters in other proportions than the reference (chi-square p < 0.001 and
   total variation > 0.1), so BBE and the out-of-manifold share count new real content as "other";
@@ -92,8 +92,7 @@ def estimate_fraction(
     estimates["unsupervised"] = bbe(score_x, score_y, delta)
     # Per item: the share of reference items that look more like the reference than it does
     # (0: as typical as the most typical reference item, 1: less typical than every one).
-    items["unsupervised"] = np.searchsorted(np.sort(score_x), score_y, side="right") / len(score_x)
-    items["unsupervised"] = 1.0 - items["unsupervised"]
+    items["unsupervised"] = 1.0 - np.searchsorted(np.sort(score_x), score_y, side="right") / len(score_x)
 
     counts = candidate_ball_counts(x, y, k)
     outside = int(np.count_nonzero(counts == 0))

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from detectors.base import FractionEstimate, ModelMismatch
-from detectors.features import DensityBank, feature_names
+from detectors.features import DensityBank, describe, feature_names
 from detectors.linear import Logistic
 
 FORMAT = "madaudit-detector/2"
@@ -114,7 +114,7 @@ class SupervisedProbe:
         oof = np.empty(len(y))
         params = []
         for f in range(N_FOLDS):
-            x = np.vstack([_describe_items(real, banks, f, member_of=0), _describe_items(synthetic, banks, f, member_of=1)])
+            x = np.vstack([describe(real, banks, f, member_of=0), describe(synthetic, banks, f, member_of=1)])
             model = Logistic.fit(x[fold_of != f], y[fold_of != f])
             oof[fold_of == f] = model.predict(x[fold_of == f])
             params.append((model.mean, model.scale, model.coef, model.intercept))
@@ -135,7 +135,7 @@ class SupervisedProbe:
         out = np.zeros(len(items))
         for f in range(len(self.intercepts)):
             model = Logistic(self.means[f], self.scales[f], self.coefs[f], float(self.intercepts[f]))
-            out += model.predict(_describe_items(items, self.banks, f, found=found))
+            out += model.predict(describe(items, self.banks, f, found=found))
         return out / len(self.intercepts)
 
     @property
@@ -250,17 +250,6 @@ def _check_arrays(a: dict[str, np.ndarray], k: int, path: Path) -> None:
         raise ValueError(f"{path}: inconsistent detector arrays")
     if np.any(a["scales"] <= 0):
         raise ValueError(f"{path}: feature scales must be positive")
-
-
-def _describe_items(items: np.ndarray, banks: list[DensityBank], fold: int, member_of: int | None = None,
-                    found: list | None = None) -> np.ndarray:
-    """[embedding, features against each bank outside `fold`]; `member_of`: the bank `items` are."""
-    parts = [items.astype(np.float64)]
-    for i, bank in enumerate(banks):
-        members = i == member_of
-        parts.append(bank.features(items, fold, members=members,
-                                   found=bank._own if members else (found[i] if found else None)))
-    return np.hstack(parts)
 
 
 def _matrix(a: np.ndarray, name: str) -> np.ndarray:
