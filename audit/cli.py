@@ -214,16 +214,19 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
               help="With CANDIDATE: use this detector's synthetic share and scores.")
 @click.option("--loop", default="fresh", show_default=True,
               type=click.Choice(["fully_synthetic", "augment", "fresh", "accumulate", "all"]))
-@click.option("--stand-in", "stand_in", default="gaussian", show_default=True,
-              type=click.Choice(["gaussian", "gmm", "categorical"]), help="Generative stand-in.")
+@click.option("--stand-in", "stand_in", default="auto", show_default=True,
+              type=click.Choice(["auto", "gaussian", "gmm", "categorical"]),
+              help="Generative stand-in (auto: the first that reproduces the reference at generation 0).")
 @click.option("--real-fraction", type=click.FloatRange(0, 1), help="Fresh/fixed real share p [default: from CANDIDATE, else 0.1].")
 @click.option("--n", "n", type=click.IntRange(min=2), help="Training items per generation [default: CANDIDATE's size, else 1000].")
 @click.option("--lam", type=click.FloatRange(0, 1, min_open=True), help="Sampling bias [default: from CANDIDATE, else 0.8].")
 @click.option("--generations", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--dim", default=64, show_default=True, type=click.IntRange(min=1), help="PCA subspace dimension.")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Recall / tail coverage level that marks the MAD horizon.")
+@click.option("--threshold", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Share of the real-only loop's recall / tail coverage that marks the MAD horizon.")
+@click.option("--eval-size", default=250, show_default=True, type=click.IntRange(min=10),
+              help="Samples a run scores against up to 1,000 held-out reference points.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--from-report", "from_report", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Take p, lambda and n measured by a scan from its report.json (instead of CANDIDATE).")
@@ -231,7 +234,7 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
 @click.option("--json", "as_json", is_flag=True)
 @model_options
 def project(reference, candidate, detector_path, loop, stand_in, real_fraction, n, lam, generations, runs, dim,
-            threshold, seed, from_report, plot, as_json, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
+            threshold, eval_size, seed, from_report, plot, as_json, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
     """Forecast how fast a training mixture goes MAD if reused generation after generation.
     With CANDIDATE, p, lambda and n are measured on it (flags override)."""
     from audit import projector
@@ -255,19 +258,27 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
         ref, cand = _load_pair(reference, candidate, options)
         probe = SupervisedProbe.load(detector_path) if detector_path else None
         report = estimate_fraction(ref.vectors, cand.vectors, probe, cand.model_identity, seed=seed)
-        kind = "supervised" if probe else "unsupervised"
-        scores = report.item_scores[kind]
-        measured = projector.inputs_from_audit(ref.vectors, cand.vectors, scores, report.estimates[kind].value)
+        estimate = report.estimates["supervised" if probe else "unsupervised"]
+        try:
+            measured = projector.inputs_from_audit(ref.vectors, cand.vectors, estimate.value,
+                                                   (estimate.lower, estimate.upper), seed=seed)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         reference_vectors = ref.vectors
     else:
         reference_vectors = _load_pair(reference, reference, options)[0].vectors
-    inputs = {"real_fraction": 0.1, "n": 1000, "lam": 0.8, **measured}
-    inputs.update({k: v for k, v in (("real_fraction", real_fraction), ("n", n), ("lam", lam)) if v is not None})
+    keys = ("real_fraction", "real_fraction_interval", "lam", "lam_interval", "n")
+    inputs = {"real_fraction": 0.1, "n": 1000, "lam": 0.8, **{k: measured[k] for k in keys if k in measured}}
+    for key, value in (("real_fraction", real_fraction), ("n", n), ("lam", lam)):
+        if value is not None:  # a flag replaces the measured value and its interval
+            inputs[key] = value
+            inputs.pop(f"{key}_interval", None)
     try:
         space = projector.ReferenceSpace.fit(reference_vectors, dim, seed=seed)
         loops = projector.LOOPS if loop == "all" else (loop,)
         forecasts = [projector.project(None, loop=lp, model=stand_in, generations=generations, runs=runs, seed=seed,
-                                       threshold=threshold, space=space, search_fresh=lp == loops[0], **inputs)
+                                       threshold=threshold, space=space, search_fresh=lp == loops[0],
+                                       eval_size=eval_size, **inputs)
                      for lp in loops]
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -278,7 +289,8 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
                               indent=2))
         return
     if measured:
-        click.echo("measured on the candidate: " + ", ".join(f"{k}={v:.3g}" for k, v in measured.items()))
+        click.echo("measured on the candidate: " + ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in measured.items() if k != "method"))
     for fc in forecasts:
         click.echo(forecast_table(fc) + "\n")
     if plot:

@@ -105,11 +105,7 @@ def scan(
         primary = "supervised" if probe is not None else "unsupervised"
         ranking = primary if _finite(fraction.estimates[primary].value) else "unsupervised"
         scores = fraction.item_scores[ranking]  # a detector that cannot separate ranks nothing
-        fc = policy.forecast
-        measured = projector.inputs_from_audit(x, y, scores, fraction.estimates[ranking].value)
-        space = projector.ReferenceSpace.fit(x, fc.dim, k=k, tail_q=tail_q, seed=seed)
-        forecast = projector.project(None, loop=fc.loop, model=fc.model, generations=fc.generations, runs=fc.runs,
-                                     seed=seed, threshold=fc.threshold, space=space, k=k, **measured)
+        forecast, measured, space = _forecast(policy.forecast, x, y, fraction.estimates[ranking], k, tail_q, seed)
     except ModelMismatch:
         raise
     except ValueError as exc:  # too few items, a reference too small for the forecast, ...
@@ -123,13 +119,16 @@ def scan(
         "synthetic_fraction_lower": fraction.estimates[primary].lower,
         "out_of_manifold": fraction.estimates["out_of_manifold"].value,
         "unreadable_share": unreadable / (unreadable + len(x) + len(y)),
-        "forecast_recall": forecast.metrics["recall"]["median"][-1],
-        "forecast_tail_coverage": forecast.metrics["tail_coverage"]["median"][-1],
+        "forecast_recall": forecast.relative["recall"]["median"][-1] if forecast.available else math.nan,
+        "forecast_tail_coverage": forecast.relative["tail_coverage"]["median"][-1] if forecast.available else math.nan,
     })
     reasons = {}
     if not _finite(values["synthetic_fraction"]):
         why = fraction.estimates[primary].method
         reasons = {"synthetic_fraction": f"is unknown ({why})", "synthetic_fraction_lower": f"is unknown ({why})"}
+    if not forecast.available:
+        why = forecast.summary["reason"]
+        reasons.update({"forecast_recall": f"is unknown ({why})", "forecast_tail_coverage": f"is unknown ({why})"})
     gate_results, verdict = evaluate(policy, values, reasons)
     data = {
         "schema": SCHEMA_VERSION,
@@ -155,6 +154,24 @@ def scan(
         "map": _map(space, x, y, scores, map_points, seed),
     }
     return ScanResult(_clean(data))
+
+
+def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: float, seed: int):
+    """The forecast at the inputs measured on this audit (p, lambda with intervals, n); without a
+    measured synthetic share there is nothing to forecast, and the report says why."""
+    from audit import projector
+
+    space = projector.ReferenceSpace.fit(x, settings.dim, k=k, tail_q=tail_q, seed=seed)
+    if not _finite(estimate.value):
+        reason = f"the synthetic share is unknown ({estimate.method})"
+        return projector.Forecast.unavailable(settings.loop, reason), {"reason": reason}, space
+    measured = projector.inputs_from_audit(x, y, estimate.value, (estimate.lower, estimate.upper), seed=seed)
+    forecast = projector.project(
+        None, loop=settings.loop, model=settings.model, generations=settings.generations, runs=settings.runs,
+        seed=seed, threshold=settings.threshold, space=space, k=k, eval_size=settings.eval_size,
+        real_fraction=measured["real_fraction"], real_fraction_interval=measured["real_fraction_interval"],
+        lam=measured["lam"], lam_interval=measured["lam_interval"], n=measured["n"])
+    return forecast, measured, space
 
 
 def _finite(v: float | None) -> bool:

@@ -28,35 +28,30 @@ def metrics_table(result: Comparison) -> str:
     return header + "\n" + "\n".join(lines)
 
 
-def forecast_table(forecast) -> str:
-    """One row per generation: the median (and 10-90% band) of each forecast metric."""
-    from audit.projector import METRICS
+TABLE_RELATIVE = ("recall", "tail_coverage", "precision", "coverage")
 
-    header = ["gen"] + list(METRICS)
+
+def forecast_table(forecast) -> str:
+    """One row per generation: the median (and 10-90% band) of each metric relative to the
+    real-only baseline, and the fitted model's FD; then the forecast's summary lines."""
+    from audit.forecast_story import summary_lines
+
+    fc = forecast.to_dict()
+    title = f"loop {fc['loop']}, stand-in {fc['model']}"
+    if not fc["available"]:
+        return title + "\n" + "\n".join(summary_lines(fc))
+    header = ["gen"] + [f"{name} (rel.)" for name in TABLE_RELATIVE] + ["fd_model"]
     rows = [header]
-    for t in forecast.generations:
+    for t in fc["generations"]:
         cells = [str(t)]
-        for name in METRICS:
-            m = forecast.metrics[name]
+        for source, name in [("relative", n) for n in TABLE_RELATIVE] + [("metrics", "fd_model")]:
+            m = fc[source][name]
             cells.append(f"{_fmt(m['median'][t])} [{_fmt(m['p10'][t])}, {_fmt(m['p90'][t])}]")
         rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    summary = forecast.summary
-    horizon = summary["mad_horizon"]
-    title = (f"loop {forecast.loop}, stand-in {forecast.model}, " +
-             ", ".join(f"{k}={v}" for k, v in forecast.params.items() if k in ("real_fraction", "n", "lam", "runs")))
-    notes = [f"MAD horizon (recall or tail coverage < {horizon['threshold']}): median {horizon['median']}, "
-             f"10-90% {horizon['p10']}..{horizon['p90']}"]
-    if "min_fresh_fraction" in summary:
-        notes.append(f"minimum fresh real fraction keeping median recall >= {horizon['threshold']}: "
-                     f"{summary['min_fresh_fraction'] if summary['min_fresh_fraction'] is not None else 'none (even all-real fails)'}")
-    if "effective_sample_size" in summary:
-        notes.append(f"effective sample size n_e = {summary['effective_sample_size']:.1f} "
-                     f"({'admissible' if summary['admissible'] else 'NOT admissible'}: n_e vs real items per generation); "
-                     f"most synthetic items per generation still admissible: {summary['max_admissible_synthetic']}")
-    return title + "\n" + "\n".join(lines) + "\n" + "\n".join(notes)
+    return title + "\n" + "\n".join(lines) + "\n" + "\n".join(summary_lines(fc))
 
 
 def forecast_plot(forecasts, path) -> None:
@@ -68,18 +63,22 @@ def forecast_plot(forecasts, path) -> None:
 
     from audit.projector import METRICS
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
+    forecasts = [fc for fc in forecasts if fc.available]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
     for ax, name in zip(axes.flat, METRICS):
         for fc in forecasts:
-            m = fc.metrics[name]
+            m = fc.relative[name]
             line, = ax.plot(fc.generations, m["median"], label=f"{fc.loop} ({fc.model})")
             ax.fill_between(fc.generations, m["p10"], m["p90"], color=line.get_color(), alpha=0.2)
-        ax.set_title(name.replace("_", " "))
+        if forecasts and name not in ("fd_model", "fd_output"):
+            ax.axhline(forecasts[0].params["threshold"], color="k", ls="--", lw=1)
+        ax.set_title(name.replace("_", " ") + " / real-only")
         ax.grid(alpha=0.3)
+    axes.flat[-1].axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("generation")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("MAD forecast: median and 10-90% band over Monte Carlo runs")
+    fig.suptitle("MAD forecast relative to the real-only loop: median and 10-90% band over Monte Carlo runs")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -13,10 +13,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from audit.forecast_story import horizon_sentence, summary_lines
+
 FORMATS = ("json", "md", "html", "junit")
 FILENAMES = {"json": "report.json", "md": "report.md", "html": "report.html", "junit": "junit.xml"}
 RATE_METRICS = ("precision", "recall", "coverage", "tail_coverage", "duplicate_rate", "reference_copy_rate")
-FORECAST_PANELS = ("recall", "tail_coverage", "precision", "fd")
+FORECAST_PANELS = ("recall", "tail_coverage", "precision", "fd_model")
 _STATUS_MARK = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail"}
 
 
@@ -43,6 +45,10 @@ def write_reports(data: dict[str, Any], out: str | Path, formats: tuple[str, ...
 
 # ---------------------------------------------------------------------------------------------
 # Text
+
+
+def _band_text(m: dict[str, list[float]], t: int) -> str:
+    return f"{_fmt(m['median'][t], 3)} [{_fmt(m['p10'][t], 3)}, {_fmt(m['p90'][t], 3)}]"
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -102,13 +108,14 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines += ["", "### Metrics", "", "| metric | value | 95% interval | method |", "|---|---|---|---|"]
     for name, m in data["metrics"].items():
         lines.append(f"| {name} | {_fmt(m['value'])} | {_ci(m)} | {m['method']} |")
-    horizon = fc["summary"]["mad_horizon"]
-    lines += ["", "### Forecast", "",
-              f"Loop `{fc['loop']}`, stand-in `{fc['model']}`, measured real fraction "
-              f"{fc['params']['real_fraction']:.3f}, λ = {fc['params']['lam']:.3f}, n = {fc['params']['n']}: "
-              f"median recall {fc['metrics']['recall']['median'][0]:.3f} → {fc['metrics']['recall']['median'][-1]:.3f} "
-              f"after {fc['generations'][-1]} generations; MAD horizon (recall or tail coverage < "
-              f"{horizon['threshold']}) median {horizon['median']}."]
+    lines += ["", "### Forecast", "", f"Loop `{fc['loop']}`, stand-in `{fc['model']}`.", ""]
+    lines += [f"- {line}" for line in summary_lines(fc)]
+    if fc["available"]:
+        lines += ["", "| generation | " + " | ".join(f"{n} / real-only" for n in FORECAST_PANELS[:3])
+                  + " | fd_model |", "|---|---|---|---|---|"]
+        for t in fc["generations"]:
+            cells = [_band_text(fc["relative"][n], t) for n in FORECAST_PANELS[:3]] + [_band_text(fc["metrics"]["fd_model"], t)]
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
     unreadable = inputs["reference"]["unreadable"] + inputs["candidate"]["unreadable"]
     if unreadable:
         lines += ["", f"{unreadable} files could not be read (listed in report.json, by reason)."]
@@ -187,7 +194,6 @@ def render_html(data: dict[str, Any]) -> str:
         for item in data["gallery"])
     skipped = "".join(f"<li>{e(side)}: {e(reason)} × {n}</li>" for side in ("reference", "candidate")
                       for reason, n in inputs[side]["skipped_by_reason"].items())
-    horizon = fc["summary"]["mad_horizon"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>madaudit report: {data['verdict'].upper()}</title>
 <style>{_CSS}</style></head><body>
@@ -208,10 +214,12 @@ reference <code>{e(inputs['reference']['path'])}</code> ({inputs['reference']['i
 <p class="muted">{e(data['map']['method'])}; reference grey, candidate coloured by how synthetic it looks
 (blue: like the reference, red: suspicious).</p>
 <h2>Forecast</h2>
-<p>Loop <b>{e(fc['loop'])}</b>, stand-in <b>{e(fc['model'])}</b>, real fraction {fc['params']['real_fraction']:.3f},
-λ = {fc['params']['lam']:.3f}, n = {fc['params']['n']}, {fc['params']['runs']} runs. MAD horizon (recall or tail coverage
-&lt; {horizon['threshold']}): median {horizon['median']}, 10–90% {horizon['p10']}–{horizon['p90']}.</p>
-<div class="plots" id="forecast-plots">{''.join(_forecast_svg(fc, name) for name in FORECAST_PANELS)}</div>
+<p id="forecast-sentence"><b>{e(horizon_sentence(fc))}</b></p>
+<ul id="forecast-summary">{"".join(f"<li>{e(line)}</li>" for line in summary_lines(fc)[1:])}</ul>
+<div class="plots" id="forecast-plots">{''.join(_forecast_svg(fc, name) for name in FORECAST_PANELS) if fc["available"] else ""}</div>
+<p class="muted">Curves: median and 10–90% band over runs, divided by the real-only loop's median (1.0 = as good as
+training on fresh real data only); dashed line: the horizon threshold. fd_model: FD of the fitted model to the stand-in's
+truth, relative too (above 1 is worse).</p>
 <h2>Most suspicious candidate items</h2>
 <div id="gallery">{gallery or "<p class='muted'>none</p>"}</div>
 <h2>Unreadable and skipped files</h2>
@@ -284,23 +292,28 @@ def _map_svg(m: dict[str, Any]) -> str:
 
 
 def _forecast_svg(fc: dict[str, Any], name: str) -> str:
-    m = fc["metrics"][name]
+    """One panel: the metric relative to the real-only baseline, median and 10-90% band, with the
+    horizon threshold (rates) or 1.0 (FD) as a dashed line."""
+    m = fc["relative"][name]
     gens = fc["generations"]
     w, h, pad = 260, 180, 34
-    values = [v for k in ("p10", "p90", "median") for v in m[k] if v is not None]
-    if name != "fd":
-        values += [0.0, 1.0]
+    reference_line = 1.0 if name.startswith("fd") else fc["params"]["threshold"]
+    values = [v for k in ("p10", "p90", "median") for v in m[k] if v is not None] + [reference_line, 1.0]
+    if not name.startswith("fd"):
+        values.append(0.0)
     sx = _scale(gens, pad, w - 10)
     sy = _scale(values, h - 22, 24)
-    band = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["p90"]))
-    band += " " + " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in reversed(list(zip(gens, m["p10"]))))
-    line = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["median"]))
+    band = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["p90"]) if v is not None)
+    band += " " + " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in reversed(list(zip(gens, m["p10"]))) if v is not None)
+    line = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["median"]) if v is not None)
     lo, hi = min(values), max(values)
     body = (f"<polygon class='band' points='{band}' fill='#5b7fd6' fill-opacity='0.25'/>"
             f"<polyline class='median' points='{line}' fill='none' stroke='#2c4fa8' stroke-width='2'/>"
+            f"<line class='threshold' x1='{pad}' x2='{w - 10}' y1='{sy(reference_line):.1f}' y2='{sy(reference_line):.1f}' "
+            f"stroke='#c33' stroke-dasharray='4 3'/>"
             f"<line x1='{pad}' x2='{pad}' y1='24' y2='{h - 22}' stroke='#889'/>"
             f"<line x1='{pad}' x2='{w - 10}' y1='{h - 22}' y2='{h - 22}' stroke='#889'/>"
             f"<text x='{pad - 3}' y='{sy(hi) + 4:.1f}' text-anchor='end' font-size='10'>{hi:.2g}</text>"
             f"<text x='{pad - 3}' y='{sy(lo):.1f}' text-anchor='end' font-size='10'>{lo:.2g}</text>"
             f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle' font-size='10'>generation 0–{gens[-1]}</text>")
-    return _svg(w, h, body, f"forecast-{name}", f"{name.replace('_', ' ')}: median, 10–90% band")
+    return _svg(w, h, body, f"forecast-{name}", f"{name.replace('_', ' ')} / real-only: median, 10–90% band")

@@ -1,0 +1,84 @@
+"""Plain-language lines about a forecast, from its dict (what report.json holds): shared by the
+terminal table, report.md and report.html so they say the same thing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _interval(x: Any) -> str:
+    return f" [{x[0]:.2f}, {x[1]:.2f}]" if x else ""
+
+
+def inputs_line(fc: dict[str, Any]) -> str:
+    p = fc["params"]
+    return (f"real fraction p = {p['real_fraction']:.3f}{_interval(p.get('real_fraction_interval'))}, "
+            f"λ = {p['lam']:.3f}{_interval(p.get('lam_interval'))}, n = {p['n']:,} items a generation")
+
+
+def sizes_line(fc: dict[str, Any]) -> str:
+    p = fc["params"]
+    return (f"{p['runs']} runs, {p['eval_size']} samples a run scored against {p['eval_reference']} held-out reference "
+            f"points in {p['dim']} principal axes (k = {p['k']}); every metric is also shown relative to the same "
+            f"stand-in's real-only loop (p = 1, λ = 1, same runs and seeds)")
+
+
+def horizon_sentence(fc: dict[str, Any]) -> str:
+    """One sentence: what the forecast means."""
+    if not fc["available"]:
+        return f"No forecast: {fc['summary']['reason']}."
+    h = fc["summary"]["mad_horizon"]
+    last = fc["generations"][-1]
+    share = f"{h['threshold']:.0%} of a real-only loop's"
+    if isinstance(h["median"], str):
+        head = (f"MAD horizon beyond generation {last}: reused in the {fc['loop']} loop, this mixture keeps recall and tail coverage above {share} "
+                f"for all {last} forecast generations (median over runs; the pessimistic 10% curve: "
+                f"{_generation(h['p10'])})")
+    else:
+        head = (f"MAD horizon at generation {h['median']}: reused in the {fc['loop']} loop, this mixture's recall or tail coverage falls below {share} at "
+                f"generation {h['median']} (median over runs; 10% and 90% curves: {_generation(h['p10'])} and "
+                f"{_generation(h['p90'])})")
+    return head + "."
+
+
+def _generation(x: Any) -> str:
+    return f"beyond generation {x[1:]}" if isinstance(x, str) else f"generation {x}"
+
+
+def summary_lines(fc: dict[str, Any]) -> list[str]:
+    """The forecast's summary as short lines: inputs, stand-in and its check, horizon, fresh
+    fraction, n_e and n_s*."""
+    if not fc["available"]:
+        lines = [horizon_sentence(fc)]
+        lines += [check_line(c) for c in fc.get("stand_in_checks", [])]
+        return lines
+    s = fc["summary"]
+    lines = [horizon_sentence(fc), "Inputs: " + inputs_line(fc) + ".",
+             f"Stand-in: {fc['model']}; " + "; ".join(check_line(c) for c in fc["stand_in_checks"]) + "."]
+    if "warning" in s:
+        lines.append("Warning: " + s["warning"] + ".")
+    if "min_fresh_fraction" in s:
+        p = s["min_fresh_fraction"]
+        lines.append(f"Smallest fresh real fraction that keeps the median above the threshold: {p:.3f}."
+                     if p is not None else "No fresh real fraction keeps the median above the threshold.")
+    adm = s.get("admissibility", {})
+    if adm.get("sentence"):
+        rng = adm.get("effective_sample_size_range")
+        extra = (f" (over the inputs' intervals: {rng[0]:,.0f} to "
+                 f"{'unbounded' if rng[1] is None else f'{rng[1]:,.0f}'})") if rng else ""
+        lines.append(f"{adm['sentence']} n_e = {_num(adm['effective_sample_size'])}{extra}, "
+                     f"n_s* = {_num(adm['max_admissible_synthetic'])}: {adm['model']}, FD of the fitted model "
+                     f"(MAD eq. 4).")
+    elif adm.get("reason"):
+        lines.append(f"Effective sample size: not defined ({adm['reason']}).")
+    lines.append("Sizes: " + sizes_line(fc) + ".")
+    return lines
+
+
+def check_line(c: dict[str, Any]) -> str:
+    return (f"{c['model']} {'passes' if c['passes'] else 'fails'} (generation-0 precision {c['precision']:.2f}, "
+            f"recall {c['recall']:.2f} vs held-out real {c['held_out_precision']:.2f}, {c['held_out_recall']:.2f})")
+
+
+def _num(x: Any) -> str:
+    return "unbounded" if x is None else f"{x:,.0f}"

@@ -1,0 +1,213 @@
+"""The forecast: a loop run against the same stand-in's real-only baseline, the MAD horizon, the
+smallest fresh fraction that holds, and MAD's effective sample size for the measured mixture.
+
+Every metric is read relative to the real-only loop of the same size (p = 1, lambda = 1, same
+runs and seeds): the stand-in's own misfit and the scoring sample size cancel, generation 0
+reads 1.0, and the MAD horizon is the first generation whose relative recall or tail coverage
+falls below `threshold` (default 0.9 of the baseline). Before forecasting, each stand-in is
+checked against a held-out real sample of the same size (precision and recall of generation 0);
+the default (`model="auto"`) takes the first that passes and says so when none does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from audit.balls import grouped_ball_membership, knn_sq_radii
+from audit.index import as_float32_matrix
+from audit.projector.closed_forms import FrechetForecast
+from audit.projector.loops import LOOPS, METRICS, simulate
+from audit.projector.standins import MODELS, ReferenceSpace, make_stand_in
+
+AUTO_ORDER = ("gmm", "gaussian", "categorical")  # richest parametric model first
+CHECK_TOLERANCE = 0.1  # |stand-in - held-out real| allowed on precision and on recall at generation 0
+HORIZON_METRICS = ("recall", "tail_coverage")
+
+
+@dataclass
+class Forecast:
+    """Per-generation median and 10-90% band of every metric, absolute and relative to the
+    real-only baseline, and the summary numbers. `available` is False when no stand-in
+    reproduces the reference (then only `checks` and `summary["reason"]` are filled)."""
+
+    loop: str
+    model: str
+    params: dict[str, Any]
+    generations: list[int]
+    metrics: dict[str, dict[str, list[float]]]  # name -> {"median", "p10", "p90"}
+    relative: dict[str, dict[str, list[float]]]
+    baseline: dict[str, list[float]]  # name -> real-only median per generation
+    summary: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    available: bool = True
+    runs_values: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def unavailable(cls, loop: str, reason: str, params: dict[str, Any] | None = None,
+                    checks: list[dict[str, Any]] | None = None) -> Forecast:
+        return cls(loop, "none", params or {}, [], {}, {}, {}, {"reason": reason}, checks or [], available=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"available": self.available, "loop": self.loop, "model": self.model, "params": self.params,
+                "generations": self.generations, "metrics": self.metrics, "relative": self.relative,
+                "baseline": self.baseline, "summary": self.summary, "stand_in_checks": self.checks}
+
+
+def check_stand_in(space: ReferenceSpace, model: str, size: int, seed: int = 0) -> dict[str, Any]:
+    """Precision and recall of `size` samples of the stand-in (fitted to the fit points) against
+    the eval points, beside those of `size` held-out real fit points: a stand-in passes when both
+    differ by at most CHECK_TOLERANCE."""
+    rng = np.random.default_rng([seed, 3])
+    stand_in = make_stand_in(model, space, seed)
+    size = min(size, len(space.fit_points), len(space.eval_points))
+    samples = stand_in.sample(rng, stand_in.truth_state(), 1.0, size)
+    held_out = space.fit_points[rng.choice(len(space.fit_points), size, replace=False)]
+    both = np.vstack([samples, held_out]).astype(np.float32)
+    b = grouped_ball_membership(space.eval_points, space.eval_sq_radii, both, size, space.k)
+    precision = (b.cand_ball_counts.reshape(2, size) > 0).mean(axis=1)
+    recall = b.ref_in_cand_ball.mean(axis=1)
+    gap = max(abs(precision[0] - precision[1]), abs(recall[0] - recall[1]))
+    return {"model": model, "size": int(size), "precision": float(precision[0]), "recall": float(recall[0]),
+            "held_out_precision": float(precision[1]), "held_out_recall": float(recall[1]),
+            "tolerance": CHECK_TOLERANCE, "passes": bool(gap <= CHECK_TOLERANCE)}
+
+
+def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "auto", real_fraction: float = 0.1,
+            n: int = 1000, lam: float = 0.8, generations: int = 20, runs: int = 200, dim: int = 64, seed: int = 0,
+            threshold: float = 0.9, eval_size: int = 1000, k: int = 5, search_fresh: bool = True,
+            space: ReferenceSpace | None = None, real_fraction_interval: tuple[float, float] | None = None,
+            lam_interval: tuple[float, float] | None = None) -> Forecast:
+    """Forecast the metrics over generations for one loop (see the module docstring).
+
+    `real_fraction_interval` / `lam_interval`: 95% intervals of measured inputs; each run then
+    draws its own p and lambda (normal, clipped to the interval's domain), widening the bands.
+    `eval_size` samples a run are scored against up to `eval_size` held-out reference points."""
+    if loop not in LOOPS:
+        raise ValueError(f"unknown loop '{loop}': use one of {', '.join(LOOPS)}")
+    if model != "auto" and model not in MODELS:
+        raise ValueError(f"unknown stand-in '{model}': use one of {', '.join(MODELS)} or auto")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"the horizon threshold is a share of the real-only baseline in (0, 1], got {threshold}")
+    space = space or ReferenceSpace.fit(as_float32_matrix(reference, "reference"), dim, k=k, seed=seed,
+                                        eval_reference=eval_size)
+    eval_size = min(eval_size, len(space.eval_points))
+    params = {"real_fraction": real_fraction, "real_fraction_interval": real_fraction_interval, "n": n, "lam": lam,
+              "lam_interval": lam_interval, "generations": generations, "runs": runs, "dim": space.dim, "seed": seed,
+              "eval_size": eval_size, "eval_reference": len(space.eval_points), "k": k, "threshold": threshold}
+    checks = [check_stand_in(space, m, eval_size, seed) for m in (AUTO_ORDER if model == "auto" else (model,))]
+    chosen = model if model != "auto" else next((c["model"] for c in checks if c["passes"]), None)
+    if chosen is None:
+        reason = ("no stand-in reproduces the reference at generation 0 (precision and recall within "
+                  f"{CHECK_TOLERANCE} of a held-out real sample of {eval_size}); no forecast")
+        return Forecast.unavailable(loop, reason, params, checks)
+
+    stand_in = make_stand_in(chosen, space, seed)
+    p_runs = _draws(real_fraction, real_fraction_interval, runs, seed, 0, (0.0, 1.0))
+    lam_runs = _draws(lam, lam_interval, runs, seed, 1, (1e-3, 1.0))
+    values = simulate(space, stand_in, loop, p_runs, n, lam_runs, generations, runs, seed, eval_size)
+    baseline_values = simulate(space, stand_in, "fresh", 1.0, n, 1.0, generations, runs, seed, eval_size)
+    baseline = {name: np.median(v, axis=0) for name, v in baseline_values.items()}
+    relative = {name: v / np.where(baseline[name] > 0, baseline[name], np.nan) for name, v in values.items()}
+
+    summary: dict[str, Any] = {"mad_horizon": mad_horizon(relative, threshold)}
+    if not all(c["passes"] for c in checks if c["model"] == chosen):
+        summary["warning"] = f"the {chosen} stand-in does not reproduce the reference at generation 0 (see checks)"
+    if search_fresh:
+        summary["min_fresh_fraction"] = min_fresh_fraction(space, stand_in, n, lam, generations,
+                                                           max(20, runs // 5), seed, threshold, eval_size, baseline)
+    summary["admissibility"] = admissibility(space, n, real_fraction, lam, real_fraction_interval, lam_interval)
+    summary["fd_conventions"] = {
+        "fd_model": "FD of the fitted model N(mu_t, Sigma_t) to the stand-in's truth (MAD's, used for n_e)",
+        "fd_output": "FD of its biased output N(mu_t, lambda Sigma_t), what the next model would emit"}
+    return Forecast(loop, chosen, params, list(range(generations + 1)), summarise_runs(values),
+                    summarise_runs(relative), {k_: v.tolist() for k_, v in baseline.items()}, summary, checks,
+                    runs_values=values)
+
+
+def _draws(value: float, interval: tuple[float, float] | None, runs: int, seed: int, stream: int,
+           domain: tuple[float, float]) -> np.ndarray:
+    if interval is None:
+        return np.full(runs, float(value))
+    lo, hi = interval
+    sd = max(hi - lo, 0.0) / (2 * 1.96)
+    draws = np.random.default_rng([seed, 2, stream]).normal(value, sd, runs)
+    return np.clip(draws, *domain)
+
+
+def summarise_runs(values: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+    return {name: {"median": np.nanmedian(v, axis=0).tolist(), "p10": np.nanpercentile(v, 10, axis=0).tolist(),
+                   "p90": np.nanpercentile(v, 90, axis=0).tolist()} for name, v in values.items()}
+
+
+def mad_horizon(relative: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
+    """First generation (>= 1) where relative recall or tail coverage falls below `threshold`,
+    read on the median curve over runs, and on the 10% and 90% curves for the band (the 10%
+    curve falls first: the early end). Read on curves, not run by run, so that scoring noise in
+    single runs does not pass for collapse. ">T": not within the forecast's T generations."""
+    last = relative["recall"].shape[1] - 1
+
+    def first_below(q: float) -> int | str:
+        below = np.zeros(last + 1, dtype=bool)
+        for name in HORIZON_METRICS:
+            below |= np.nanpercentile(relative[name], q, axis=0) < threshold
+        below[0] = False
+        return int(np.argmax(below)) if below.any() else f">{last}"
+
+    return {"threshold": threshold, "relative_to": "real-only loop of the same size", "metrics": list(HORIZON_METRICS),
+            "median": first_below(50), "p10": first_below(10), "p90": first_below(90)}
+
+
+def min_fresh_fraction(space: ReferenceSpace, stand_in, n: int, lam: float, generations: int, runs: int, seed: int,
+                       threshold: float, eval_size: int, baseline: dict[str, np.ndarray], steps: int = 6
+                       ) -> float | None:
+    """Smallest p (to 1/2^steps) whose fresh loop keeps median relative recall and tail coverage
+    >= threshold at every generation (p = 1 is the baseline itself, so it always holds)."""
+    def keeps(p: float) -> bool:
+        v = simulate(space, stand_in, "fresh", p, n, lam, generations, runs, seed, eval_size)
+        return all(np.all(np.median(v[m], axis=0) >= threshold * baseline[m]) for m in HORIZON_METRICS)
+
+    if keeps(0.0):
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if keeps(mid) else (mid, hi)
+    return hi
+
+
+def admissibility(space: ReferenceSpace, n: int, real_fraction: float, lam: float,
+                  real_fraction_interval: tuple[float, float] | None = None,
+                  lam_interval: tuple[float, float] | None = None) -> dict[str, Any]:
+    """MAD eq. 4 for the measured mixture (fresh loop, Gaussian in the forecast's principal axes):
+    n_e, whether the synthetic part is admissible, and the admissible amount n_s*. With intervals,
+    n_e's range over their corners."""
+    n_real = int(round(real_fraction * n))
+    frechet = FrechetForecast(space.spectrum)
+    if n_real < 1:
+        return {"effective_sample_size": None, "reason": "no real items a generation: no fixed point near the truth"}
+    out = frechet.admissibility(n_real, n - n_real, lam).to_dict()
+    out["model"] = f"Gaussian in {space.dim} principal axes, fresh loop"
+    out["sentence"] = worth_sentence(out)
+    if real_fraction_interval or lam_interval:
+        corners = [(p, l_) for p in (real_fraction_interval or (real_fraction,)) for l_ in (lam_interval or (lam,))]
+        n_es = []
+        for p, l_ in corners:
+            nr = int(round(min(max(p, 0), 1) * n))
+            n_es.append(frechet.effective_sample_size(nr, n - nr, min(max(l_, 1e-3), 1)) if nr >= 1 else 0.0)
+        out["effective_sample_size_range"] = [min(n_es), max(n_es) if math.isfinite(max(n_es)) else None]
+    return out
+
+
+def worth_sentence(adm: dict[str, Any]) -> str:
+    n_e, n_r, n_s = adm["effective_sample_size"], adm["n_real"], adm["n_synthetic"]
+    worth = "more than any real-only set" if n_e is None else f"{n_e:,.0f} real items"
+    verdict = ("the synthetic part helps (admissible)" if adm["admissible"] else
+               "the synthetic part hurts: fewer synthetic items would do better")
+    limit = adm["max_admissible_synthetic"]
+    cap = "no limit found" if limit is None else f"at most {limit:,.0f} synthetic items a generation stay admissible"
+    return (f"Reused with fresh data, this mixture ({n_r:,} real + {n_s:,} synthetic a generation) is worth "
+            f"{worth} a generation; {verdict}; {cap}.")

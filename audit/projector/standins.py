@@ -1,0 +1,258 @@
+"""The reference in its PCA subspace, and the generative stand-ins the loops retrain.
+
+A stand-in keeps a per-run state and knows how to train the next generation (`fit` on
+sufficient statistics of groups of items), draw its items (`synthetic_stats`, `real_stats`),
+sample points for scoring, and give the exact mean and covariance of its output:
+- gaussian: N(mu_t, lambda Sigma_t), refitted by maximum likelihood. A fit needs only the mean
+  and scatter matrix of its items, drawn exactly (normal and Wishart, Bartlett's construction)
+  without drawing the items, so n costs nothing;
+- gmm: a scikit-learn Gaussian mixture; each component evolves like the Gaussian with its share
+  of the items, the weights like the categorical stand-in, and a component that gets fewer than 2
+  items dies. The refit assumes the items' components are known (exact for well-separated
+  components, an approximation of EM otherwise);
+- categorical: k-means clusters with probabilities q_t; lambda sharpens them (q^(1/lambda),
+  renormalised); a generation resamples real items cluster by cluster; a cluster that empties
+  stays empty unless real data brings it back (Shumailov et al. 2024).
+
+Stand-ins are fitted to the reference's `fit_points`; generations are scored against the
+disjoint `eval_points`, so a stand-in that copies its training items gains nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.balls import knn_sq_radii
+from audit.metrics import psd_sqrt, tail_indices
+
+MODELS = ("gaussian", "gmm", "categorical")
+
+
+def sample_stats(rng: np.random.Generator, mu: np.ndarray, root: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scatter matrix of n draws from N(mu, root root^T), drawn exactly without the
+    draws: the mean is normal, the scatter Wishart(n - 1) (Bartlett), and they are independent."""
+    d = len(mu)
+    if n <= d + 1:  # Bartlett needs n - 1 >= d; small n: draw the items
+        z = rng.standard_normal((n, d)) @ root.T
+        centred = z - z.mean(axis=0)
+        return mu + z.mean(axis=0), centred.T @ centred
+    a = np.tril(rng.standard_normal((d, d)), -1)
+    a[np.diag_indices(d)] = np.sqrt(rng.chisquare(n - 1 - np.arange(d)))
+    la = root @ a
+    return mu + root @ rng.standard_normal(d) / math.sqrt(n), la @ la.T
+
+
+def pool(groups: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Combine (count, mean, scatter) of several groups into those of their union."""
+    total = sum(g[0] for g in groups)
+    mean = sum(g[0] * g[1] for g in groups) / total
+    scatter = sum(g[2] + g[0] * np.outer(g[1] - mean, g[1] - mean) for g in groups)
+    return total, mean, scatter
+
+
+def sharpen(q: np.ndarray, lam: float) -> np.ndarray:
+    """Sampling bias on a categorical: q^(1/lambda), renormalised (lambda = 1 leaves q)."""
+    out = np.where(q > 0, q, 0.0) ** (1.0 / lam)
+    return out / out.sum()
+
+
+@dataclass
+class ReferenceSpace:
+    """The reference projected to `dim` principal components and split in two: `fit_points`
+    train the stand-ins, `eval_points` (with their k-NN radii and tail) score the generations."""
+
+    mean: np.ndarray
+    components: np.ndarray  # (dim, D)
+    fit_points: np.ndarray  # (N_fit, dim)
+    eval_points: np.ndarray  # (N_eval, dim), float32
+    eval_sq_radii: np.ndarray
+    tail: np.ndarray  # indices into eval_points
+    centroids: np.ndarray  # k-means of the fit points
+    labels: np.ndarray  # cluster of each fit point
+    k: int
+
+    @classmethod
+    def fit(cls, reference: np.ndarray, dim: int, k: int = 5, eval_reference: int = 1000, n_clusters: int = 20,
+            tail_q: float = 0.1, seed: int = 0) -> ReferenceSpace:
+        from sklearn.cluster import KMeans
+
+        x = np.asarray(reference, dtype=np.float64)
+        if x.ndim != 2 or len(x) < 2 * max(2 * k, n_clusters) + 2:
+            raise ValueError(f"the forecast needs a 2-D reference with at least {2 * max(2 * k, n_clusters) + 2} "
+                             f"items (half fit the stand-ins, half score them), got {x.shape}")
+        dim = min(dim, x.shape[1], len(x) // 2 - 1)
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        components = vt[:dim]
+        points = (x - mean) @ components.T
+        order = np.random.default_rng(seed).permutation(len(points))
+        n_eval = min(eval_reference, len(points) // 2)
+        eval_points = points[np.sort(order[:n_eval])].astype(np.float32)
+        fit_points = points[np.sort(order[n_eval:])]
+        radii = knn_sq_radii(eval_points, k)
+        kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit(fit_points)
+        return cls(mean, components, fit_points, eval_points, radii, tail_indices(np.sqrt(radii), tail_q),
+                   kmeans.cluster_centers_, kmeans.labels_, k)
+
+    @property
+    def dim(self) -> int:
+        return self.components.shape[0]
+
+    @property
+    def spectrum(self) -> np.ndarray:
+        """Variances along the principal axes (maximum likelihood, of the fit points)."""
+        return np.linalg.eigvalsh(np.atleast_2d(np.cov(self.fit_points, rowvar=False, bias=True)))[::-1]
+
+
+class GaussianStandIn:
+    name = "gaussian"
+
+    def __init__(self, space: ReferenceSpace, seed: int = 0):
+        self.mu0 = space.fit_points.mean(axis=0)
+        self.cov0 = np.atleast_2d(np.cov(space.fit_points, rowvar=False, bias=True))
+        self.root0 = psd_sqrt(self.cov0)
+
+    def truth_state(self):
+        return {"mu": self.mu0, "cov": self.cov0, "root": self.root0}
+
+    def truth_moments(self):
+        return self.mu0, self.cov0
+
+    def real_stats(self, rng, n):
+        return (n, *sample_stats(rng, self.mu0, self.root0, n))
+
+    def initial(self, rng, n):
+        return self.fit([self.real_stats(rng, n)])
+
+    def fit(self, groups):
+        total, mean, scatter = pool(groups)
+        return {"mu": mean, "cov": scatter / total, "root": psd_sqrt(scatter / total)}
+
+    def synthetic_stats(self, rng, state, lam, n):
+        return (n, *sample_stats(rng, state["mu"], math.sqrt(lam) * state["root"], n))
+
+    def output_moments(self, state, lam):
+        return state["mu"], lam * state["cov"]
+
+    def sample(self, rng, state, lam, m):
+        return state["mu"] + math.sqrt(lam) * rng.standard_normal((m, len(state["mu"]))) @ state["root"].T
+
+    def alive(self, state):
+        return None  # judged from the samples
+
+
+class MixtureStandIn:
+    """Components evolve like the Gaussian, weights like the categorical (known assignments)."""
+
+    name = "gmm"
+
+    def __init__(self, space: ReferenceSpace, seed: int = 0, n_components: int = 10):
+        from sklearn.mixture import GaussianMixture
+
+        pts = space.fit_points
+        reg = 1e-6 * np.trace(np.cov(pts, rowvar=False)) / pts.shape[1]
+        gmm = GaussianMixture(n_components, covariance_type="full", reg_covar=reg, random_state=seed).fit(pts)
+        self.w0, self.mu0, self.cov0 = gmm.weights_, gmm.means_, gmm.covariances_
+        self.roots0 = [psd_sqrt(c) for c in self.cov0]
+
+    def truth_state(self):
+        return {"w": self.w0, "mu": self.mu0, "cov": self.cov0}
+
+    def truth_moments(self):
+        return self.output_moments(self.truth_state(), 1.0)
+
+    def _groups(self, rng, weights, mus, roots, n):
+        counts = rng.multinomial(n, weights)
+        return [(int(c), *sample_stats(rng, mus[j], roots[j], int(c))) if c else None for j, c in enumerate(counts)]
+
+    def real_stats(self, rng, n):
+        return self._groups(rng, self.w0, self.mu0, self.roots0, n)
+
+    def initial(self, rng, n):
+        return self.fit([self.real_stats(rng, n)])
+
+    def fit(self, groups_list):
+        k = len(self.w0)
+        per = [[g[j] for g in groups_list if g[j] is not None and g[j][0] > 0] for j in range(k)]
+        counts = np.array([sum(g[0] for g in p) for p in per], dtype=float)
+        weights = np.where(counts >= 2, counts, 0.0)
+        mus, covs = self.mu0.copy(), self.cov0.copy()
+        for j, p in enumerate(per):
+            if counts[j] >= 2:
+                total, mean, scatter = pool(p)
+                mus[j], covs[j] = mean, scatter / total
+        return {"w": weights / weights.sum(), "mu": mus, "cov": covs}
+
+    def synthetic_stats(self, rng, state, lam, n):
+        roots = [psd_sqrt(lam * c) for c in state["cov"]]
+        return self._groups(rng, state["w"], state["mu"], roots, n)
+
+    def output_moments(self, state, lam):
+        w, mu = state["w"], state["mu"]
+        mean = w @ mu
+        second = np.einsum("k,kij->ij", w, lam * state["cov"] + np.einsum("ki,kj->kij", mu, mu))
+        return mean, second - np.outer(mean, mean)
+
+    def sample(self, rng, state, lam, m):
+        comp = rng.choice(len(state["w"]), size=m, p=state["w"])
+        out = np.empty((m, state["mu"].shape[1]))
+        for j in np.unique(comp):
+            rows = comp == j
+            out[rows] = state["mu"][j] + rng.standard_normal((rows.sum(), out.shape[1])) @ psd_sqrt(lam * state["cov"][j]).T
+        return out
+
+    def alive(self, state):
+        return None
+
+
+class CategoricalStandIn:
+    name = "categorical"
+
+    def __init__(self, space: ReferenceSpace, seed: int = 0):
+        pts = space.fit_points
+        self.members = [np.flatnonzero(space.labels == j) for j in range(int(space.labels.max()) + 1)]
+        self.q0 = np.array([len(m) for m in self.members], dtype=float) / len(space.labels)
+        self.cmean = np.array([pts[m].mean(axis=0) for m in self.members])
+        self.csecond = np.array([pts[m].T @ pts[m] / len(m) for m in self.members])
+        self.points = pts
+
+    def truth_state(self):
+        return {"q": self.q0}
+
+    def truth_moments(self):
+        return self.output_moments(self.truth_state(), 1.0)
+
+    def real_stats(self, rng, n):
+        return rng.multinomial(n, self.q0)
+
+    def initial(self, rng, n):
+        return self.fit([self.real_stats(rng, n)])
+
+    def fit(self, counts_list):
+        counts = np.sum(counts_list, axis=0).astype(float)
+        return {"q": counts / counts.sum()}
+
+    def synthetic_stats(self, rng, state, lam, n):
+        return rng.multinomial(n, sharpen(state["q"], lam))
+
+    def output_moments(self, state, lam):
+        q = sharpen(state["q"], lam)
+        mean = q @ self.cmean
+        return mean, np.einsum("k,kij->ij", q, self.csecond) - np.outer(mean, mean)
+
+    def sample(self, rng, state, lam, m):
+        counts = rng.multinomial(m, sharpen(state["q"], lam))
+        return self.points[np.concatenate([rng.choice(self.members[j], c) for j, c in enumerate(counts) if c])]
+
+    def alive(self, state):
+        return float(np.mean(state["q"] > 0))
+
+
+def make_stand_in(model: str, space: ReferenceSpace, seed: int = 0):
+    kinds = {"gaussian": GaussianStandIn, "gmm": MixtureStandIn, "categorical": CategoricalStandIn}
+    if model not in kinds:
+        raise ValueError(f"unknown stand-in '{model}': use one of {', '.join(MODELS)} or auto")
+    return kinds[model](space, seed=seed)
