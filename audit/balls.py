@@ -87,7 +87,9 @@ def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
 
 def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
     """knn_sq_radii within each consecutive block of `group` rows (many small sets at once, e.g.
-    one per Monte Carlo run): a batched float32 GEMM finds the candidates."""
+    one per Monte Carlo run): a batched float32 GEMM gives every distance in a set; a partition
+    finds each row's approximate k-th; only entries within the float32 rounding bound of it are
+    recomputed in float64, and the exact k-th is picked among them."""
     x = as_float32_matrix(x, "x")
     n, d = x.shape
     if n % group or not 1 <= k < group:
@@ -97,14 +99,19 @@ def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
     approx = sq[:, :, None] + sq[:, None, :] - 2 * (xs @ xs.transpose(0, 2, 1))
     diagonal = np.arange(group)
     approx[:, diagonal, diagonal] = np.inf
-    fetch = min(group - 1, k + _EXTRA)
-    part = np.argpartition(approx, fetch - 1, axis=2)[:, :, :fetch]
-    values = np.take_along_axis(approx, part, axis=2)
-    order = np.argsort(values, axis=2)
-    part = np.take_along_axis(part, order, axis=2) + (np.arange(n // group) * group)[:, None, None]
-    values = np.take_along_axis(values, order, axis=2)
-    return _refine_kth(x, values.reshape(n, fetch).astype(np.float64), part.reshape(n, fetch), k, group,
-                       all_fetched=fetch >= group - 1)
+    kth = np.partition(approx, k - 1, axis=2)[:, :, k - 1].astype(np.float64)
+    x64 = x.astype(np.float64)
+    norms = np.einsum("ij,ij->i", x64, x64)
+    # float32 expansion error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2, bounded per row.
+    tol = (_gamma(d + 4) * (np.sqrt(norms) + np.sqrt(norms.max())) ** 2).reshape(kth.shape)
+    low, high = (kth - 2 * tol)[:, :, None], (kth + 2 * tol)[:, :, None]
+    sure = np.count_nonzero(approx < low, axis=2).reshape(n)  # surely among the k nearest
+    g, r, c = np.nonzero((approx >= low) & (approx <= high))  # may be the k-th: compute exactly
+    rows, cols = g * group + r, g * group + c
+    exact = _exact_sq(x64, x64, rows, cols)
+    order = np.lexsort((exact, rows))
+    first = np.searchsorted(rows[order], np.arange(n))
+    return exact[order][first + (k - sure) - 1]
 
 
 def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, group: int, all_fetched: bool

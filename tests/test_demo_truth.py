@@ -35,6 +35,35 @@ def test_demo_estimate_agrees_with_the_truth_it_prints(tmp_path):
     # The gate on the synthetic share sees the number, not an unknown.
     gate = next(g for g in data["gates"] if g["metric"] == "synthetic_fraction")
     assert gate["value"] == sf["value"] and not gate["unknown"]
+    _forecast_agrees_with_the_truth(tmp_path / "demo", data, paths, truth)
+
+
+def _forecast_agrees_with_the_truth(out, data, paths, truth):
+    """The forecast runs at inputs that cover the demo's truth, says the mixture is healthy (the
+    horizon is not generation 1), and the reports state n_e."""
+    from audit.inputs import EmbedOptions, load_side
+
+    fc = data["forecast"]
+    assert fc["available"] and fc["stand_in_checks"]
+    measured = fc["measured_inputs"]
+    lo, hi = measured["real_fraction_interval"]
+    assert lo <= 1 - truth <= hi, measured
+    # lambda is the synthetic items' spread over the reference's: measure it with the truth's labels.
+    options = EmbedOptions(model="pixels", cache=str(out / "embeddings.sqlite"), progress=False)
+    cand = load_side(out / "fixtures" / "candidate", options, {}).embeddings
+    ref = load_side(out / "fixtures" / "reference", options, {}).embeddings
+    synthetic = cand.vectors[[k.startswith("synthetic/") for k in cand.keys]]
+    spread = lambda v: np.mean(np.sum((v - v.mean(axis=0)) ** 2, axis=1))  # noqa: E731
+    true_lam = spread(synthetic) / spread(ref.vectors)
+    assert measured["lam_interval"][0] <= true_lam <= measured["lam_interval"][1], (true_lam, measured)
+    horizon = fc["summary"]["mad_horizon"]
+    assert horizon["median"] != 1 and (isinstance(horizon["median"], str) or horizon["median"] > 1), horizon
+    assert abs(fc["relative"]["recall"]["median"][0] - 1) <= 0.05
+    adm = fc["summary"]["admissibility"]
+    assert adm["effective_sample_size"] > 0
+    for name in ("md", "html"):
+        text = open(paths[name]).read()
+        assert "n_e = " in text and "worth" in text and "MAD horizon" in text
 
 
 def test_detector_train_refuses_a_detector_that_cannot_separate(tmp_path, real_clip):
