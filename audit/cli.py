@@ -389,10 +389,12 @@ def demo(out, seed):
     """Offline demo: build digit fixtures (real digits plus 20% synthetic ones from a biased
     generator), train a detector, and scan, with the `pixels` embedder (no weights needed)."""
     from audit.demo import run_demo
+    from audit.forecast_story import forecast_headline
     from audit.report import verdict_table
 
     result, paths = run_demo(out, seed=seed, progress=lambda msg: click.echo(msg))
     click.echo(verdict_table(result.to_dict()))
+    click.echo("\n" + forecast_headline(result.to_dict()["forecast"]))
     click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
 
 

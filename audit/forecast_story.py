@@ -45,6 +45,15 @@ def _generation(x: Any) -> str:
     return f"beyond generation {x[1:]}" if isinstance(x, str) else f"generation {x}"
 
 
+def forecast_headline(fc: dict[str, Any]) -> str:
+    """The horizon sentence, the measured inputs and what the mixture is worth (MAD eq. 4)."""
+    if not fc["available"]:
+        return horizon_sentence(fc)
+    adm = fc["summary"].get("admissibility", {})
+    return "\n".join([horizon_sentence(fc), "Forecast inputs measured on the candidate: " + inputs_line(fc) + "."]
+                     + ([adm["sentence"]] if adm.get("sentence") else []))
+
+
 def summary_lines(fc: dict[str, Any]) -> list[str]:
     """The forecast's summary as short lines: inputs, stand-in and its check, horizon, fresh
     fraction, n_e and n_s*."""

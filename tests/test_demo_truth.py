@@ -90,3 +90,18 @@ def test_detector_train_refuses_a_detector_that_cannot_separate(tmp_path, real_c
     assert scan.exit_code == 1
     assert "warning: the detector does not separate" in scan.output
     assert "does not separate" in (tmp_path / "report" / "junit.xml").read_text()
+
+
+def test_demo_command_prints_estimate_and_forecast_beside_the_truth(tmp_path):
+    import re
+
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output  # a demo, not a gate: it shows the FAIL verdict and exits 0
+    out = result.output
+    assert "The truth: the candidate holds 100 synthetic digits of 500 (20%)" in out
+    share = float(re.search(r"synthetic_fraction\s+([0-9.]+)", out).group(1))
+    assert abs(share - 0.2) <= 0.05
+    lo, hi = map(float, re.search(r"real fraction p = [0-9.]+ \[([0-9.]+), ([0-9.]+)\]", out).groups())
+    assert lo <= 0.8 <= hi
+    assert "MAD horizon beyond generation" in out or int(re.search(r"MAD horizon at generation (\d+)", out).group(1)) > 1
+    assert "is worth" in out

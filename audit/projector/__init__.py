@@ -1,21 +1,20 @@
 """Projector: forecast how a training mixture goes MAD if reused generation after generation.
 
-- `closed_forms`: the Gaussian loops' moments and MAD's effective sample size (eq. 4) in d dims;
+- `closed_forms`: the fresh loop's limit and MAD's effective sample size (eq. 4) in d dims;
 - `standins`: the reference's PCA subspace and the generative stand-ins (gaussian, gmm, categorical);
 - `loops`: the loop models as a Monte Carlo, and the scoring of each generation;
 - `forecast`: a loop against its real-only baseline, the MAD horizon, admissibility;
 - `inputs`: p and lambda measured from an audit.
 """
 
-from audit.projector.closed_forms import (FrechetForecast, SqrtDeficit, fresh_fixed_point, fresh_limit,
-                                          gaussian_moments)
+from audit.projector.closed_forms import FrechetForecast, SqrtDeficit, fresh_fixed_point, fresh_limit
 from audit.projector.forecast import Forecast, admissibility, check_stand_in, mad_horizon, project
 from audit.projector.inputs import inputs_from_audit, lambda_from_moments
 from audit.projector.loops import LOOPS, METRICS, evolve, simulate
 from audit.projector.standins import (MODELS, CategoricalStandIn, GaussianStandIn, MixtureStandIn, ReferenceSpace,
                                       make_stand_in, sample_stats)
 
-__all__ = ["FrechetForecast", "SqrtDeficit", "fresh_fixed_point", "fresh_limit", "gaussian_moments", "Forecast",
+__all__ = ["FrechetForecast", "SqrtDeficit", "fresh_fixed_point", "fresh_limit", "Forecast",
            "admissibility", "check_stand_in", "mad_horizon", "project", "inputs_from_audit", "lambda_from_moments",
            "LOOPS", "METRICS", "evolve", "simulate", "MODELS", "CategoricalStandIn", "GaussianStandIn",
            "MixtureStandIn", "ReferenceSpace", "make_stand_in", "sample_stats"]

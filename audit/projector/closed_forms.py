@@ -1,4 +1,4 @@
-"""Closed forms for the Gaussian stand-in: moments of the loops, and MAD's effective sample size.
+"""Closed forms for the Gaussian stand-in: the fresh loop's limit, and MAD's effective sample size.
 
 Everything here is in the reference's principal axes, where the true covariance is diag(s).
 In whitened coordinates every loop is the same rotation-invariant process whatever s is (real
@@ -27,32 +27,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-
-
-def gaussian_moments(loop: str, generations: int, n: int, lam: float, real_fraction: float = 0.0
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Expected covariance scale c_t (E Sigma_t = c_t Sigma) and mean error v_t
-    (E (mu_t - mu)(mu_t - mu)^T = v_t Sigma) for t = 0..generations, maximum-likelihood refits.
-    Generation 0 is the fit to n real items. fully_synthetic and fresh only (augment keeps one
-    real draw, whose correlations this recursion does not track)."""
-    if loop not in ("fully_synthetic", "fresh"):
-        raise ValueError("closed forms exist here for the fully_synthetic and fresh loops")
-    n_real = int(round(real_fraction * n)) if loop == "fresh" else 0
-    n_syn = n - n_real
-    c, v = np.empty(generations + 1), np.empty(generations + 1)
-    c[0], v[0] = (n - 1) / n, 1 / n
-    for t in range(generations):
-        c[t + 1] = _next_scale(n_real, n_syn, lam, c[t], v[t])
-        v[t + 1] = (n_real + n_syn * lam * c[t] + n_syn**2 * v[t]) / n**2
-    return c, v
-
-
-def _next_scale(n_real: int, n_syn: int, lam: float, c: float, v: float) -> float:
-    """E of the next covariance scale: the real part's scatter, the synthetic part's, and the
-    between-groups term (the two groups' means differ by real noise, synthetic noise and mu_t)."""
-    n = n_real + n_syn
-    between = (n_real * n_syn / n) * (1 / n_real + lam * c / n_syn + v) if n_real and n_syn else 0.0
-    return (max(n_real - 1, 0) + max(n_syn - 1, 0) * lam * c + between) / n
 
 
 def fresh_fixed_point(real_fraction: float, lam: float) -> float:

@@ -57,12 +57,12 @@ class Forecast:
                 "baseline": self.baseline, "summary": self.summary, "stand_in_checks": self.checks}
 
 
-def check_stand_in(space: ReferenceSpace, model: str, size: int, seed: int = 0) -> dict[str, Any]:
-    """Precision and recall of `size` samples of the stand-in (fitted to the fit points) against
-    the eval points, beside those of `size` held-out real fit points: a stand-in passes when both
-    differ by at most CHECK_TOLERANCE."""
+def check_stand_in(space: ReferenceSpace, model: str | Any, size: int, seed: int = 0) -> dict[str, Any]:
+    """Precision and recall of `size` samples of the stand-in (a name, or one already fitted to
+    the fit points) against the eval points, beside those of `size` held-out real fit points: a
+    stand-in passes when both differ by at most CHECK_TOLERANCE."""
     rng = np.random.default_rng([seed, 3])
-    stand_in = make_stand_in(model, space, seed)
+    stand_in = make_stand_in(model, space, seed) if isinstance(model, str) else model
     size = min(size, len(space.fit_points), len(space.eval_points))
     samples = stand_in.sample(rng, stand_in.truth_state(), 1.0, size)
     held_out = space.fit_points[rng.choice(len(space.fit_points), size, replace=False)]
@@ -71,7 +71,7 @@ def check_stand_in(space: ReferenceSpace, model: str, size: int, seed: int = 0) 
     precision = (b.cand_ball_counts.reshape(2, size) > 0).mean(axis=1)
     recall = b.ref_in_cand_ball.mean(axis=1)
     gap = max(abs(precision[0] - precision[1]), abs(recall[0] - recall[1]))
-    return {"model": model, "size": int(size), "precision": float(precision[0]), "recall": float(recall[0]),
+    return {"model": stand_in.name, "size": int(size), "precision": float(precision[0]), "recall": float(recall[0]),
             "held_out_precision": float(precision[1]), "held_out_recall": float(recall[1]),
             "tolerance": CHECK_TOLERANCE, "passes": bool(gap <= CHECK_TOLERANCE)}
 
@@ -98,14 +98,15 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
     params = {"real_fraction": real_fraction, "real_fraction_interval": real_fraction_interval, "n": n, "lam": lam,
               "lam_interval": lam_interval, "generations": generations, "runs": runs, "dim": space.dim, "seed": seed,
               "eval_size": eval_size, "eval_reference": len(space.eval_points), "k": k, "threshold": threshold}
-    checks = [check_stand_in(space, m, eval_size, seed) for m in (AUTO_ORDER if model == "auto" else (model,))]
+    stand_ins = {m: make_stand_in(m, space, seed) for m in (AUTO_ORDER if model == "auto" else (model,))}
+    checks = [check_stand_in(space, s, eval_size, seed) for s in stand_ins.values()]
     chosen = model if model != "auto" else next((c["model"] for c in checks if c["passes"]), None)
     if chosen is None:
         reason = ("no stand-in reproduces the reference at generation 0 (precision and recall within "
                   f"{CHECK_TOLERANCE} of a held-out real sample of {eval_size}); no forecast")
         return Forecast.unavailable(loop, reason, params, checks)
 
-    stand_in = make_stand_in(chosen, space, seed)
+    stand_in = stand_ins[chosen]
     p_runs = _draws(real_fraction, real_fraction_interval, runs, seed, 0, (0.0, 1.0))
     lam_runs = _draws(lam, lam_interval, runs, seed, 1, (1e-3, 1.0))
     values = simulate(space, stand_in, loop, p_runs, n, lam_runs, generations, runs, seed, eval_size)
