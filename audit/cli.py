@@ -225,7 +225,7 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
 @click.option("--dim", default=64, show_default=True, type=click.IntRange(min=1), help="PCA subspace dimension.")
 @click.option("--threshold", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Share of the real-only loop's recall / tail coverage that marks the MAD horizon.")
-@click.option("--eval-size", default=250, show_default=True, type=click.IntRange(min=10),
+@click.option("--eval-size", default=200, show_default=True, type=click.IntRange(min=10),
               help="Samples a run scores against up to 1,000 held-out reference points.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--from-report", "from_report", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -94,7 +94,7 @@ class ForecastSettings:
     runs: int = 100
     dim: int = 32
     threshold: float = 0.9  # share of the real-only baseline that marks the MAD horizon
-    eval_size: int = 250  # samples a run scores against up to 1,000 held-out reference points
+    eval_size: int = 200  # samples a run scores against up to 1,000 held-out reference points
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 Reference: the real CLIP Food-101 embeddings (2,000 x 512, ../shared/data/real-clip), shuffled,
 projected to `dim` principal components (1,000 points fit the stand-in, 1,000 score it). Times:
 1. the Monte Carlo forecast of the fresh loop (p = 0.1, lambda = 0.8) with its real-only baseline
-   (every generation of both scored: precision, recall, coverage, tail coverage on 250 samples a
+   (every generation of both scored: precision, recall, coverage, tail coverage on 200 samples a
    run against the 1,000 held-out points, both FDs, clusters alive), without the fresh-fraction
    search;
 2. MAD eq. 4 for one setting from scratch: the square-root deficit grid for this spectrum, n_e
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--model", default="gaussian")
-    parser.add_argument("--eval-size", type=int, default=250)
+    parser.add_argument("--eval-size", type=int, default=200)
     args = parser.parse_args()
 
     from audit import projector

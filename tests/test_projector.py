@@ -280,8 +280,10 @@ def test_forecasts_are_monotone_in_lambda_and_fresh_share(food_space):
 
 @pytest.mark.parametrize("model", ["gaussian", "gmm", "categorical"])
 def test_fully_synthetic_loop_on_food101_loses_recall_and_tails(food_space, model):
+    # 1,000 samples a run: a collapsed Gaussian's few samples sit inside the large balls of the
+    # sparse tail points, so with a small scoring set tail coverage can rise while recall falls.
     fc = project(None, loop="fully_synthetic", model=model, lam=0.7, n=1000, generations=8, runs=12,
-                 space=food_space, search_fresh=False)
+                 space=food_space, search_fresh=False, eval_size=1000)
     recall, tail = fc.relative["recall"]["median"], fc.relative["tail_coverage"]["median"]
     assert recall[6] < 0.8 and tail[8] < tail[0]
     assert fc.metrics["clusters_alive"]["median"][8] < fc.metrics["clusters_alive"]["median"][0]

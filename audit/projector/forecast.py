@@ -78,7 +78,7 @@ def check_stand_in(space: ReferenceSpace, model: str | Any, size: int, seed: int
 
 def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "auto", real_fraction: float = 0.1,
             n: int = 1000, lam: float = 0.8, generations: int = 20, runs: int = 200, dim: int = 64, seed: int = 0,
-            threshold: float = 0.9, eval_size: int = 1000, k: int = 5, search_fresh: bool = True,
+            threshold: float = 0.9, eval_size: int = 200, k: int = 5, search_fresh: bool = True,
             space: ReferenceSpace | None = None, real_fraction_interval: tuple[float, float] | None = None,
             lam_interval: tuple[float, float] | None = None) -> Forecast:
     """Forecast the metrics over generations for one loop (see the module docstring).
