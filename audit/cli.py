@@ -1,7 +1,9 @@
 """The `madaudit` command line. Commands only parse options and call plain functions.
 
-Exit codes: 0 success (a scan that passed, warnings allowed), 1 a scan gate failed, 2 usage or
-configuration error, 3 input or runtime error.
+Exit codes: 0 success (a scan that passed, warnings allowed), 1 a scan gate failed (only that),
+2 usage or configuration error, 3 input or runtime error, 4 internal error (a bug: the traceback
+is printed with --verbose), 130 interrupted. `MadauditGroup` maps every exception to one of them,
+so a traceback never exits 1, which CI would read as a failed gate.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from pathlib import Path
 import click
 
 from audit import __version__
+from audit.limits import LIMITS, MAX_RUNS_X_GENERATIONS
 
 EXIT_USAGE = 2
 EXIT_INPUT = 3
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
 
 
 class InputError(click.ClickException):
@@ -24,16 +29,78 @@ class InputError(click.ClickException):
     exit_code = EXIT_INPUT
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class InternalError(click.ClickException):
+    """A bug: exit code 4, never 1."""
+
+    exit_code = EXIT_INTERNAL
+
+
+def classify_exception(exc: BaseException) -> click.ClickException:
+    """The exit code an exception means: 2 for usage and configuration, 3 for inputs and the
+    machine (files, weights, cache, disk, memory), 4 for anything else (a bug)."""
+    import sqlite3
+
+    from audit.embedding import DeviceError, ModelNotFound, WeightsUnavailable
+    from audit.io import ArrayProblem, FolderProblem, InputProblem
+    from audit.limits import LimitError
+    from audit.policy import PolicyError
+    from audit.store import CacheUnavailable
+    from detectors.base import DetectorProblem, ModelMismatch
+
+    if isinstance(exc, (PolicyError, LimitError, ModelNotFound, ModelMismatch, DetectorProblem, DeviceError)):
+        return click.UsageError(str(exc))
+    if isinstance(exc, (InputProblem, ArrayProblem, FolderProblem, WeightsUnavailable, CacheUnavailable)):
+        return InputError(str(exc))
+    if isinstance(exc, sqlite3.Error):
+        return InputError(f"embedding cache error: {exc}")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return InputError(f"{where}{exc.strerror or exc}")
+    if isinstance(exc, MemoryError):
+        return InputError("out of memory: use smaller inputs or a machine with more memory")
+    return InternalError(f"internal error: please report it ({type(exc).__name__}: {exc}); "
+                         "run with `madaudit --verbose ...` for the traceback")
+
+
+class MadauditGroup(click.Group):
+    """Every exception a command lets through becomes a clear message and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("madaudit: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:  # noqa: BLE001 - every exception gets an exit code here
+            if (ctx.obj or {}).get("verbose"):
+                import traceback
+
+                traceback.print_exc()
+            raise classify_exception(exc) from None
+
+
+@click.group(cls=MadauditGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="madaudit")
-def main() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Print tracebacks of errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Audit a candidate training set against a trusted real reference set: how much is
-    synthetic, how faithful and diverse it is, and how fast it would go MAD if reused."""
+    synthetic, how faithful and diverse it is, and how fast it would go MAD if reused.
+
+    Each side (REFERENCE, CANDIDATE) is any of: an image folder; WebDataset tar shards (a .tar, a
+    folder of them, or 'shards/{00000..00009}.tar'); a .txt or parquet list of image paths; an
+    embedding folder (`madaudit embed` or clip-retrieval, every part); a .npy file; a parquet file
+    or folder with an embedding column."""
+    ctx.obj = {"verbose": verbose}
 
 
 def model_options(f):
     """Options shared by every command that may embed images."""
     from audit.embedding import DEFAULT_MODEL, DEFAULT_PRETRAINED
+    from audit.io.files import DEFAULT_MAX_FILE_MB
+    from audit.limits import LIMITS
 
     options = [
         click.option("--model", default=DEFAULT_MODEL, show_default=True,
@@ -43,9 +110,17 @@ def model_options(f):
                      help="open_clip pretrained tag, a local checkpoint file, or 'random' (untrained, tests only)."),
         click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N."),
         click.option("--offline", is_flag=True, help="Never download weights; use local files and caches only."),
-        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1)),
-        click.option("--workers", default=None, type=click.IntRange(min=0),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, LIMITS["batch_size"])),
+        click.option("--workers", default=None, type=click.IntRange(0, LIMITS["workers"]),
                      help="Decoding worker processes [default: number of CPU cores, at most 8]."),
+        click.option("--max-file-mb", default=DEFAULT_MAX_FILE_MB, show_default=True,
+                     type=click.FloatRange(0, 1 << 20, min_open=True),
+                     help="Image files larger than this are listed as too_large, never read."),
+        click.option("--embedding-column", default="embedding", show_default=True,
+                     help="Column of parquet inputs that holds the embeddings."),
+        click.option("--embedding-model", "embedding_model", multiple=True,
+                     help="Declare the model of bare embeddings (.npy, parquet): once for both sides, or twice "
+                          "(reference, candidate). Sides with different models are refused."),
         click.option("--cache", "cache_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
                      help="Embedding cache file [default: $MADAUDIT_CACHE or ~/.cache/madaudit/embeddings.sqlite]."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
@@ -56,24 +131,29 @@ def model_options(f):
 
 
 @main.command()
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (img_emb/*.npy, metadata/*.parquet, skipped.csv, madaudit.json).")
 @model_options
-def embed(folder, out, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
-    """Embed every image under FOLDER (recursively) with CLIP and write them to --out."""
-    from audit.embedding import embed_folder, save_embed_result
+def embed(source, out, **flags):
+    """Embed every image of SOURCE with CLIP and write them to --out. SOURCE is an image folder
+    (recursively), WebDataset tar shards, or a .txt / parquet list of image paths."""
+    from audit.embedding import embed_listing, save_embed_result
+    from audit.io import InputProblem, detect_kind
+    from audit.io.sides import IMAGE_KINDS, list_images, load_image_embedder
     from audit.store import EmbeddingStore, default_cache_path
 
-    if not folder.exists():
-        raise InputError(f"folder not found: {folder}")
-    if not folder.is_dir():
-        raise InputError(f"not a folder: {folder}")
-    with EmbeddingStore(cache_path or default_cache_path()) as store:
-        embedder = _load_embedder(model, pretrained, device, offline, store, folder)
-        result = embed_folder(folder, embedder, store, batch_size=batch_size, workers=workers,
-                              progress=None if not quiet else False)
-    save_embed_result(result, out, str(folder))
+    options = _embed_options(**flags)
+    kind = detect_kind(source, options)
+    if kind not in IMAGE_KINDS:
+        raise InputProblem(f"{source}: holds embeddings already ({kind}); embed takes images")
+    listing = list_images(source, kind, options.max_file_mb)
+    with EmbeddingStore(options.cache or default_cache_path()) as store:
+        embedder = load_image_embedder(options.model, options.pretrained, options.device, options.allow_download,
+                                       store, listing)
+        result = embed_listing(listing, embedder, store, batch_size=options.batch_size, workers=options.workers,
+                               progress=options.progress, max_file_mb=options.max_file_mb)
+    save_embed_result(result, out, listing.root if kind != "images" else str(source))
     counts = result.counts
     click.echo(
         f"{len(result.keys)} embedded vectors written to {out} "
@@ -83,13 +163,13 @@ def embed(folder, out, model, pretrained, device, offline, batch_size, workers, 
     for reason in sorted(k for k in counts if k.startswith("skipped_")):
         click.echo(f"  {reason.removeprefix('skipped_')}: {counts[reason]}")
     if not result.keys:
-        raise InputError(f"no readable images under {folder} (see {out / 'skipped.csv'})")
+        raise InputError(f"no readable images in {source} (see {out / 'skipped.csv'})")
 
 
 @main.command()
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
-@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Neighbours for the k-NN radii.")
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]), help="Neighbours for the k-NN radii.")
 @click.option("--tail-q", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Share of the reference (the sparsest points) that tail coverage looks at.")
 @click.option("--duplicate-threshold", default=0.95, show_default=True, type=click.FloatRange(-1, 1),
@@ -99,15 +179,14 @@ def embed(folder, out, model, pretrained, device, offline, batch_size, workers, 
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of a table.")
 @model_options
-def metrics(reference, candidate, k, tail_q, duplicate_threshold, clusters, seed, as_json, model, pretrained, device,
-            offline, batch_size, workers, cache_path, quiet):
+def metrics(reference, candidate, k, tail_q, duplicate_threshold, clusters, seed, as_json, **flags):
     """Compare CANDIDATE with REFERENCE: precision, recall, density, coverage, tail coverage,
     FD, KID, CMMD, Vendi diversity and near duplicates. Each side is an image folder, a .npy
     embedding file or a folder written by `madaudit embed`."""
     from audit.metrics import compare
     from audit.render import metrics_table
 
-    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    options = _embed_options(**flags)
     ref, cand = _load_pair(reference, candidate, options)
     try:
         result = compare(ref.vectors, cand.vectors, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold,
@@ -130,18 +209,17 @@ def detector():
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="detector.json to write (its arrays go beside it, same name, .npz).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1), help="Neighbours for the density features.")
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]), help="Neighbours for the density features.")
 @click.option("--force", is_flag=True, help="Write the detector even if it barely separates real from synthetic.")
 @model_options
-def detector_train(real_path, synthetic_path, out, seed, k, force, model, pretrained, device, offline, batch_size,
-                   workers, cache_path, quiet):
+def detector_train(real_path, synthetic_path, out, seed, k, force, **flags):
     """Fit a density-aware detector real vs synthetic (embedding + k-NN distances to both labelled
     sets) and save it as plain data: JSON and an .npz of float arrays, with the embedding model's
     identity, so it refuses embeddings of another model. Refuses (exit 2) to write a detector whose
     out-of-fold AUC is below 0.6 unless --force."""
     from detectors.probe import MIN_AUC, SupervisedProbe
 
-    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    options = _embed_options(**flags)
     real, synthetic = _load_pair(real_path, synthetic_path, options)
     try:
         probe = SupervisedProbe.fit(real.vectors, synthetic.vectors, real.model_identity, seed=seed, k=k)
@@ -165,28 +243,22 @@ def detector_train(real_path, synthetic_path, out, seed, k, force, model, pretra
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--detector", "detector_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A detector.json from `madaudit detector train` (adds the supervised estimate).")
-@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]))
 @click.option("--delta", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="BBE's lower bound holds with probability 1 - delta.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="Most suspicious items to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print every estimate, interval, method and warning as JSON.")
 @model_options
-def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, model, pretrained, device, offline,
-             batch_size, workers, cache_path, quiet):
+def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, **flags):
     """Estimate the synthetic share of CANDIDATE against the real REFERENCE: supervised (with
     --detector), unsupervised lower bound (BBE), and the share outside the reference manifold."""
     from detectors.base import ModelMismatch
     from detectors.fraction import estimate_fraction
     from detectors.probe import SupervisedProbe
 
-    probe = None
-    if detector_path:
-        try:
-            probe = SupervisedProbe.load(detector_path)
-        except (ValueError, KeyError) as exc:
-            raise click.UsageError(str(exc)) from None
-    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    probe = SupervisedProbe.load(detector_path) if detector_path else None  # a bad file: exit 2
+    options = _embed_options(**flags)
     ref, cand = _load_pair(reference, candidate, options)
     try:
         report = estimate_fraction(ref.vectors, cand.vectors, probe, cand.model_identity, k=k, delta=delta, seed=seed)
@@ -218,14 +290,16 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
               type=click.Choice(["auto", "gaussian", "gmm", "categorical"]),
               help="Generative stand-in (auto: the first that reproduces the reference at generation 0).")
 @click.option("--real-fraction", type=click.FloatRange(0, 1), help="Fresh/fixed real share p [default: from CANDIDATE, else 0.1].")
-@click.option("--n", "n", type=click.IntRange(min=2), help="Training items per generation [default: CANDIDATE's size, else 1000].")
+@click.option("--n", "n", type=click.IntRange(2, LIMITS["n"]),
+              help="Training items per generation [default: CANDIDATE's size, else 1000].")
 @click.option("--lam", type=click.FloatRange(0, 1, min_open=True), help="Sampling bias [default: from CANDIDATE, else 0.8].")
-@click.option("--generations", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1))
-@click.option("--dim", default=64, show_default=True, type=click.IntRange(min=1), help="PCA subspace dimension.")
+@click.option("--generations", default=20, show_default=True, type=click.IntRange(1, LIMITS["generations"]))
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(1, LIMITS["runs"]),
+              help=f"Monte Carlo runs (runs x generations at most {MAX_RUNS_X_GENERATIONS:,}).")
+@click.option("--dim", default=64, show_default=True, type=click.IntRange(1, LIMITS["dim"]), help="PCA subspace dimension.")
 @click.option("--threshold", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Share of the real-only loop's recall / tail coverage that marks the MAD horizon.")
-@click.option("--eval-size", default=200, show_default=True, type=click.IntRange(min=10),
+@click.option("--eval-size", default=200, show_default=True, type=click.IntRange(10, LIMITS["eval_size"]),
               help="Samples a run scores against up to 1,000 held-out reference points.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--from-report", "from_report", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -234,21 +308,26 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
 @click.option("--json", "as_json", is_flag=True)
 @model_options
 def project(reference, candidate, detector_path, loop, stand_in, real_fraction, n, lam, generations, runs, dim,
-            threshold, eval_size, seed, from_report, plot, as_json, model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
+            threshold, eval_size, seed, from_report, plot, as_json, **flags):
     """Forecast how fast a training mixture goes MAD if reused generation after generation.
     With CANDIDATE, p, lambda and n are measured on it (flags override)."""
     from audit import projector
     from audit.render import forecast_plot, forecast_table
 
-    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+    from audit.limits import check_forecast
+
+    check_forecast(generations, runs, dim, eval_size, n)
+    options = _embed_options(**flags)
     measured: dict = {}
     if from_report is not None and candidate is not None:
         raise click.UsageError("give either CANDIDATE or --from-report, not both")
+    if detector_path is not None and candidate is None:
+        raise click.UsageError("--detector needs CANDIDATE: the detector measures the candidate's synthetic share")
     if from_report is not None:
-        from audit.pipeline import ScanResult
+        from audit.pipeline import measured_inputs_from_report
 
         try:
-            measured = ScanResult.from_json(from_report).to_dict()["forecast"]["measured_inputs"]
+            measured = measured_inputs_from_report(from_report)
         except ValueError as exc:
             raise InputError(str(exc)) from None
     if candidate is not None:
@@ -266,7 +345,14 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
             raise InputError(str(exc)) from None
         reference_vectors = ref.vectors
     else:
-        reference_vectors = _load_pair(reference, reference, options)[0].vectors
+        from audit.io import load_side
+
+        try:
+            reference_vectors = load_side(reference, options, {}).embeddings.vectors
+        except ValueError as exc:
+            if isinstance(classify_exception(exc), click.UsageError):
+                raise
+            raise InputError(str(exc)) from None
     keys = ("real_fraction", "real_fraction_interval", "lam", "lam_interval", "n")
     inputs = {"real_fraction": 0.1, "n": 1000, "lam": 0.8, **{k: measured[k] for k in keys if k in measured}}
     for key, value in (("real_fraction", real_fraction), ("n", n), ("lam", lam)):
@@ -297,6 +383,8 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
         click.echo(f"forecast curves written to {plot}")
 
 
+
+
 def gate_flags(f):
     """--min-<metric> / --max-<metric> for every gateable value, in its natural direction."""
     from audit.policy import GATEABLE
@@ -319,12 +407,11 @@ def gate_flags(f):
               help="Folder for report.json, report.md, report.html and junit.xml.")
 @click.option("--fail-on", default="fail", show_default=True, type=click.Choice(["fail", "warn", "never"]),
               help="Exit 1 when a gate of this severity (or worse) trips; never: always exit 0 after reporting.")
-@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]))
 @click.option("--seed", default=0, show_default=True, type=int)
 @gate_flags
 @model_options
-def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, model, pretrained, device, offline,
-         batch_size, workers, cache_path, quiet, **gate_overrides):
+def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, **flags):
     """Audit CANDIDATE against REFERENCE end to end: embed (cache reused), every metric, the
     synthetic share, the MAD forecast, the policy's gates; write the reports; exit 0 (pass,
     warnings allowed), 1 (a gate failed), 2 (usage or config error) or 3 (input error)."""
@@ -332,13 +419,10 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
 
     from detectors.probe import SupervisedProbe
 
-    policy = _policy(config_path, gate_overrides)
+    policy = _policy(config_path, flags)
     if detector_path is not None:
-        try:
-            SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
-        except (OSError, ValueError, KeyError) as exc:
-            raise click.UsageError(f"--detector: {exc}") from None
-    options = _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet)
+        SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
+    options = _embed_options(**flags)
     result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed)
     written = write_reports(result.to_dict(), out)
     click.echo(verdict_table(result.to_dict()))
@@ -370,12 +454,14 @@ def report(result, fmt, out):
 
     try:
         data = ScanResult.from_json(result).to_dict()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(str(exc)) from None
-    text = {"html": render_html, "md": render_markdown, "junit": render_junit,
-            "json": lambda d: json.dumps(d, indent=2) + "\n"}[fmt](data)
+        text = {"html": render_html, "md": render_markdown, "junit": render_junit,
+                "json": lambda d: json.dumps(d, indent=2) + "\n"}[fmt](data)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise InputError(f"{result} is not a valid madaudit report ({type(exc).__name__}: {exc})") from None
     if out:
-        out.write_text(text, encoding="utf-8")
+        from audit.io.atomic import write_text_atomic
+
+        write_text_atomic(out, text)
         click.echo(f"written to {out}")
     else:
         click.echo(text, nl=False)
@@ -398,67 +484,45 @@ def demo(out, seed):
     click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
 
 
-def _policy(config_path, gate_overrides):
-    from audit.policy import PolicyError, load_policy, with_overrides
+def _policy(config_path, flags):
+    from audit.policy import GATEABLE, PolicyError, load_policy, with_overrides
 
+    gate_flags = {f"{comparator}_{metric}" for metric, (comparator, _) in GATEABLE.items()}
     try:
-        return with_overrides(load_policy(config_path), {k: v for k, v in gate_overrides.items() if v is not None})
+        return with_overrides(load_policy(config_path),
+                              {k: v for k, v in flags.items() if k in gate_flags and v is not None})
     except PolicyError as exc:
         raise click.UsageError(str(exc)) from None
 
 
 def _run_scan(reference, candidate, detector_path, policy, options, **kwargs):
-    from audit.embedding import ModelNotFound, WeightsUnavailable
-    from audit.inputs import InputProblem
     from audit.pipeline import scan as run_scan
-    from detectors.base import ModelMismatch
 
-    try:
-        return run_scan(reference, candidate, detector_path, policy, options, **kwargs)
-    except (ModelNotFound, ModelMismatch) as exc:
-        raise click.UsageError(str(exc)) from None
-    except (InputProblem, WeightsUnavailable, OSError) as exc:
-        raise InputError(str(exc)) from None
+    return run_scan(reference, candidate, detector_path, policy, options, **kwargs)
 
 
-def _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet):
-    from audit.inputs import EmbedOptions
+def _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet, max_file_mb,
+                   embedding_column, embedding_model, **_gate_flags):
+    from audit.io import EmbedOptions
 
+    if len(embedding_model) > 2:
+        raise click.UsageError("--embedding-model: give it once (both sides) or twice (reference, candidate)")
     return EmbedOptions(model, pretrained, device, False if offline else None, batch_size, workers,
-                        str(cache_path) if cache_path else None, False if quiet else None)
+                        str(cache_path) if cache_path else None, False if quiet else None, max_file_mb,
+                        embedding_column, tuple(embedding_model))
 
 
 def _load_pair(reference, candidate, options):
     """Both sides as embeddings in one space, or a clear error (exit 2 or 3)."""
-    from audit.embedding import ModelNotFound, WeightsUnavailable
-    from audit.inputs import InputProblem, check_compatible, load_side
-
-    shared: dict = {}
-    try:
-        ref = load_side(reference, options, shared).embeddings
-        cand = load_side(candidate, options, shared).embeddings
-        check_compatible(ref, cand)
-    except ModelNotFound as exc:
-        raise click.UsageError(str(exc)) from None
-    except (InputProblem, WeightsUnavailable, OSError, ValueError) as exc:
-        raise InputError(str(exc)) from None
-    return ref, cand
-
-
-def _load_embedder(model, pretrained, device, offline, store, folder):
-    from audit.embedding import ModelNotFound, WeightsUnavailable
-    from audit.inputs import InputProblem, load_image_embedder
+    from audit.io import load_pair
 
     try:
-        return load_image_embedder(model, pretrained, device, False if offline else None, store, folder)
-    except ModelNotFound as exc:
-        raise click.UsageError(str(exc)) from None
-    except InputProblem as exc:
-        raise InputError(str(exc)) from None
-    except WeightsUnavailable as exc:
-        raise InputError(str(exc)) from None
-    except ValueError as exc:  # e.g. cuda requested without CUDA
-        raise click.UsageError(str(exc)) from None
+        ref, cand = load_pair(reference, candidate, options)
+    except ValueError as exc:
+        if isinstance(classify_exception(exc), click.UsageError):
+            raise  # a configuration error (model, device, limits): exit 2
+        raise InputError(str(exc)) from None  # anything else the inputs caused: exit 3
+    return ref.embeddings, cand.embeddings
 
 
 if __name__ == "__main__":  # pragma: no cover

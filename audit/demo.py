@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audit.digits import DigitFixtureSpec, make_digit_fixtures
-from audit.inputs import EmbedOptions, check_compatible, load_side
+from audit.io import EmbedOptions, check_compatible, load_side
 from audit.policy import DEFAULT_POLICY
 from audit.report import write_reports
 from audit.pipeline import ScanResult, scan

@@ -34,8 +34,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from audit import sources
-from audit.sources import DecodeFailure, ImageFile, Skipped
+from audit.io import files as sources
+from audit.io.files import DecodeFailure, ImageFile, Skipped
 from audit.store import EmbeddingStore, sha256_file
 
 # torch and open_clip are imported inside the functions that need them: see the module docstring.
@@ -49,6 +49,10 @@ NETWORK_CHECK_TIMEOUT_S = 5.0
 
 class WeightsUnavailable(RuntimeError):
     """The requested weights are neither on disk nor downloadable (offline)."""
+
+
+class DeviceError(ValueError):
+    """A device that is not there (cuda without CUDA) or not known: a usage error."""
 
 
 class ModelNotFound(ValueError):
@@ -117,13 +121,20 @@ class Embedder:
             # Seeded in a forked RNG: random weights are reproducible, the caller's RNG untouched.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_SEED)
-                model = open_clip.create_model(
-                    self.spec.name,
-                    pretrained=self.spec.checkpoint,
-                    device=self.torch_device,
-                    force_quick_gelu=self.spec.quick_gelu,
-                    force_preprocess_cfg=self.spec.preprocess_cfg,
-                )
+                try:
+                    model = open_clip.create_model(
+                        self.spec.name,
+                        pretrained=self.spec.checkpoint,
+                        device=self.torch_device,
+                        force_quick_gelu=self.spec.quick_gelu,
+                        force_preprocess_cfg=self.spec.preprocess_cfg,
+                    )
+                except Exception as exc:  # torch and safetensors raise many types on a foreign file
+                    if self.spec.checkpoint is None:
+                        raise
+                    raise WeightsUnavailable(
+                        f"{self.spec.checkpoint}: not a usable checkpoint of {self.spec.name} "
+                        f"({type(exc).__name__}: {str(exc)[:300]})") from None
             built = _jsonable(model.visual.preprocess_cfg)
             if built != _jsonable(self.spec.preprocess_cfg):  # the identity must describe what runs
                 raise RuntimeError(f"open_clip preprocessing {built} differs from the predicted {self.spec.preprocess_cfg}")
@@ -161,7 +172,7 @@ def resolve_device(device: str = "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+        raise DeviceError("device 'cuda' requested but CUDA is not available")
     return dev
 
 
@@ -180,7 +191,7 @@ def load_embedder(
     `store`: remember the resolution there, so the next call needs neither torch nor open_clip.
     """
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ValueError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
+        raise DeviceError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
     if device.startswith("cuda"):
         resolve_device(device)  # fail now, not after the folder scan
     key = _resolution_key(model, pretrained)
@@ -374,36 +385,36 @@ class EmbedResult:
 
 
 class _DecodeDataset:
-    """Reads, hashes and decodes one file per item; failures come back as data, never raise."""
+    """Reads, hashes and decodes one item each; failures come back as data, never raise."""
 
-    def __init__(self, paths: list[str], preprocess, max_pixels: int):
-        self.paths = paths
+    def __init__(self, items: list[ImageFile], preprocess, max_pixels: int, max_bytes: int):
+        self.items = items
         self.preprocess = preprocess
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.items)
 
     def __getitem__(self, i: int):
         try:
-            data = sources.read_bytes(self.paths[i])
-            sha = hashlib.sha256(data).hexdigest()
-            image = sources.decode_image(data, self.max_pixels)
-            size = image.size
-            return i, sha, self.preprocess(image), size, None
+            read = sources.read_item(self.items[i], self.max_bytes)
+            sha = hashlib.sha256(read.data).hexdigest()
+            image = sources.decode_image(read.data, self.max_pixels)
+            return i, sha, self.preprocess(image), image.size, read.stamp, None
         except DecodeFailure as exc:
-            return i, None, None, None, (exc.reason, exc.detail)
+            return i, None, None, None, None, (exc.reason, exc.detail)
         except Exception as exc:  # a transform failing on an odd image must not stop the run
-            return i, None, None, None, (sources.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
+            return i, None, None, None, None, (sources.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def _collate(items):
     import torch
 
-    ok = [it for it in items if it[4] is None]
-    failed = [(it[0], it[4]) for it in items if it[4] is not None]
+    ok = [it for it in items if it[5] is None]
+    failed = [(it[0], it[5]) for it in items if it[5] is not None]
     tensors = torch.stack([it[2] for it in ok]) if ok else None
-    return [it[0] for it in ok], [it[1] for it in ok], tensors, [it[3] for it in ok], failed
+    return [it[0] for it in ok], [it[1] for it in ok], tensors, [it[3] for it in ok], [it[4] for it in ok], failed
 
 
 def default_workers() -> int:
@@ -433,25 +444,29 @@ def embed_files(
     batch_size: int = 64,
     workers: int | None = None,
     max_pixels: int = sources.DEFAULT_MAX_PIXELS,
+    max_file_mb: float = sources.DEFAULT_MAX_FILE_MB,
     progress: bool | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> EmbedResult:
-    """Embed `files` (from `sources.scan_folder`), reusing the cache. Rows follow `files` order;
-    files that cannot be decoded are left out and listed in `skipped`.
+    """Embed `files` (from `sources.scan_folder`, tar shards or a path list), reusing the cache.
+    Rows follow `files` order; files that cannot be decoded are left out and listed in `skipped`.
+
+    The fast path stores the (size, mtime) the file had while its bytes were read, never the
+    listing's, and only when it was steady: a file changed after listing and later restored with
+    its old mtime is read again, not served the vector of what was there in between.
 
     `on_batch(n_embedded_so_far)` is called after each batch is committed (progress hooks, tests).
     """
     workers = default_workers() if workers is None else workers
     store.register_model(embedder.model_id, embedder.identity_json)
-    abs_paths = [os.path.abspath(f.path) for f in files]
     rows = _Rows(len(files), embedder.dim)
     skipped: list[Skipped] = []
 
     # 1. Fast path: unchanged files (same path, size, mtime) whose content is already embedded.
-    known = store.known_hashes([(p, f.size, f.mtime_ns) for p, f in zip(abs_paths, files)])
+    known = store.known_hashes([f.fast_path for f in files if f.fast_path is not None])
     cached = store.lookup(embedder.model_id, known.values())
-    for i, path in enumerate(abs_paths):
-        if (sha := known.get(path)) in cached:
+    for i, item in enumerate(files):
+        if item.fast_path is not None and (sha := known.get(item.fast_path[0])) in cached:
             vector, width, height = cached[sha]
             rows.fill(i, sha, vector, width, height)
     from_fast_path = int(rows.done.sum())
@@ -465,7 +480,7 @@ def embed_files(
         from tqdm import tqdm
 
         loader = DataLoader(
-            _DecodeDataset([files[i].path for i in todo], embedder.preprocess, max_pixels),
+            _DecodeDataset([files[i] for i in todo], embedder.preprocess, max_pixels, int(max_file_mb * 1024 * 1024)),
             batch_size=batch_size,
             num_workers=workers,
             collate_fn=_collate,
@@ -474,11 +489,13 @@ def embed_files(
         )
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=len(todo), unit="img", desc="embedding", disable=not show, file=sys.stderr) as bar:
-            for local_idx, hashes, tensors, image_sizes, failed in loader:
+            for local_idx, hashes, tensors, image_sizes, stamps, failed in loader:
                 skipped += [Skipped(files[todo[j]].key, reason, detail) for j, (reason, detail) in failed]
                 if local_idx:
                     batch_rows = todo[np.asarray(local_idx)]
-                    file_hashes = [(abs_paths[r], files[r].size, files[r].mtime_ns, h) for r, h in zip(batch_rows, hashes)]
+                    file_hashes = [(files[r].fast_path[0], *stamp, h)
+                                   for r, h, stamp in zip(batch_rows, hashes, stamps)
+                                   if files[r].fast_path is not None and stamp is not None]
                     embedded += _embed_and_commit(batch_rows, hashes, tensors, image_sizes, file_hashes, embedder,
                                                   store, rows)
                 bar.update(len(local_idx) + len(failed))
@@ -504,22 +521,29 @@ def embed_files(
     )
 
 
-def embed_folder(root: str | os.PathLike, embedder: Embedder, store: EmbeddingStore, **options) -> EmbedResult:
-    """Scan `root` recursively and embed its images (see `embed_files` for `options`).
-    `skipped` lists both the files passed over by the scan and those that could not be decoded;
-    `counts` has one `skipped_<reason>` entry per reason."""
-    scan = sources.scan_folder(root)
-    result = embed_files(scan.files, embedder, store, **options)
-    result.skipped = sorted(scan.skipped + result.skipped, key=lambda s: s.key)
+def embed_listing(listing: sources.FolderScan, embedder: Embedder, store: EmbeddingStore, **options) -> EmbedResult:
+    """Embed the images a listing found (an image folder, tar shards or a path list; see
+    `embed_files` for `options`). `skipped` lists both the items the listing passed over and those
+    that could not be decoded; `counts` has one `skipped_<reason>` entry per reason."""
+    result = embed_files(listing.files, embedder, store, **options)
+    result.skipped = sorted(listing.skipped + result.skipped, key=lambda s: s.key)
+    result.counts["unreadable"] = sum(s.reason in sources.UNREADABLE_REASONS for s in result.skipped)
     reasons = Counter(s.reason for s in result.skipped)
     result.counts.update({f"skipped_{reason}": n for reason, n in sorted(reasons.items())})
     return result
 
 
+def embed_folder(root: str | os.PathLike, embedder: Embedder, store: EmbeddingStore,
+                 max_file_mb: float = sources.DEFAULT_MAX_FILE_MB, **options) -> EmbedResult:
+    """Scan `root` recursively and embed its images (see `embed_listing`)."""
+    listing = sources.scan_folder(root, max_file_mb=max_file_mb)
+    return embed_listing(listing, embedder, store, max_file_mb=max_file_mb, **options)
+
+
 def save_embed_result(result: EmbedResult, out: str | os.PathLike, source: str) -> Path:
     """Write `result` as an embedding folder (clip-retrieval layout, see `embedding_files`)."""
     from audit import __version__
-    from audit.embedding_files import write_embedding_folder
+    from audit.io.embedding_folder import write_embedding_folder
 
     manifest = {
         "madaudit_version": __version__,

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from audit import __version__
-from audit.inputs import EmbedOptions, InputProblem, LoadedSide, check_compatible, load_side
+from audit.io import EmbedOptions, InputProblem, LoadedSide, load_pair
 from audit.policy import Policy, evaluate, load_policy
-from audit.sources import UNREADABLE_REASONS
+from audit.io.files import UNREADABLE_REASONS
+from audit.io.jsonfile import read_json
 
 SCHEMA_VERSION = "madaudit-report/1"
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
@@ -56,13 +57,61 @@ class ScanResult:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ScanResult:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not a madaudit report (not JSON: {exc})") from None
+        """Read a report.json back, checked against the schema (a tampered or truncated file is
+        refused with the first problem named, never half rendered)."""
+        data = read_json(path, "madaudit report")
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
             raise ValueError(f"{path} is not a madaudit report (schema must be {SCHEMA_VERSION!r})")
+        problem = schema_problem(data)
+        if problem:
+            raise ValueError(f"{path} is not a valid madaudit report: {problem}")
         return cls(data)
+
+
+def schema_problem(data: Any) -> str | None:
+    """The first way `data` breaks report.schema.json, or None."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    message = error.message if len(error.message) < 300 else error.message[:297] + "..."
+    return f"at {where}: {message}"
+
+
+MEASURED_KEYS = {"real_fraction": "number", "real_fraction_interval": "interval", "lam": "number",
+                 "lam_interval": "interval", "n": "count"}
+
+
+def measured_inputs_from_report(path: str | Path) -> dict[str, Any]:
+    """The forecast inputs a scan measured (p, lambda, n and their intervals), each checked."""
+    measured = ScanResult.from_json(path).to_dict()["forecast"]["measured_inputs"]
+    if not isinstance(measured, dict):
+        raise ValueError(f"{path}: forecast.measured_inputs must be an object")
+    if "reason" in measured and "real_fraction" not in measured:
+        raise ValueError(f"{path}: the scan measured no forecast inputs ({measured['reason']})")
+    out: dict[str, Any] = {}
+    for key, kind in MEASURED_KEYS.items():
+        value = measured.get(key)
+        if value is None:
+            if kind != "interval":
+                raise ValueError(f"{path}: forecast.measured_inputs.{key} is missing")
+            continue
+        ok = {"number": lambda v: _number(v) and 0 <= v <= 1,
+              "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 10**7,
+              "interval": lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v)}[kind](value)
+        if not ok:
+            raise ValueError(f"{path}: forecast.measured_inputs.{key} = {value!r} is not a valid {kind}")
+        out[key] = value
+    if out["lam"] <= 0:
+        raise ValueError(f"{path}: forecast.measured_inputs.lam must be above 0")
+    return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def scan(
@@ -91,10 +140,7 @@ def scan(
     started = time.time()
     policy = policy or load_policy()
     probe = SupervisedProbe.load(detector) if isinstance(detector, (str, Path)) else detector
-    shared: dict = {}
-    ref = load_side(reference, embed or EmbedOptions(), shared)
-    cand = load_side(candidate, embed or EmbedOptions(), shared)
-    check_compatible(ref.embeddings, cand.embeddings)
+    ref, cand = load_pair(reference, candidate, embed or EmbedOptions())
     x, y = ref.embeddings.vectors, cand.embeddings.vectors
     try:
         comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold, seed=seed,
@@ -150,7 +196,7 @@ def scan(
         "policy": policy.to_dict(),
         "gates": [r.to_dict() for r in gate_results],
         "values": values,
-        "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, ranking), cand.image_root),
+        "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, ranking), cand),
         "map": _map(space, x, y, scores, map_points, seed),
     }
     return ScanResult(_clean(data))
@@ -191,27 +237,27 @@ def _describe(path: str | Path, side: LoadedSide) -> dict[str, Any]:
             "skipped": [{"key": s.key, "reason": s.reason, "detail": s.detail} for s in side.skipped[:1000]]}
 
 
-def _gallery(items: list[dict[str, Any]], image_root: str | None, size: int = 96) -> list[dict[str, Any]]:
+def _gallery(items: list[dict[str, Any]], side: LoadedSide, size: int = 96) -> list[dict[str, Any]]:
     """The most suspicious candidate items, each with a PNG thumbnail (data URI) when its image
-    can be found, so the HTML report stays one self-contained file."""
-    from PIL import Image
+    can be had safely (`LoadedSide.image_bytes`), so the HTML report stays one self-contained file."""
+    from audit.io.files import DecodeFailure, decode_image
 
     out = []
     for item in items:
         thumbnail = None
-        if image_root is not None:
+        data = side.image_bytes(item["key"])
+        if data is not None:
             try:
-                with Image.open(Path(image_root) / item["key"]) as im:
-                    im = im.convert("RGB")
-                    im.thumbnail((size, size))
-                    if max(im.size) < size:  # tiny images (digits): scale up, pixels kept sharp
-                        scale = size // max(im.size)
-                        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-                    buf = io.BytesIO()
-                    im.save(buf, format="PNG")
+                im = decode_image(data, max_pixels=64_000_000)
+                im.thumbnail((size, size))
+                if max(im.size) < size:  # tiny images (digits): scale up, pixels kept sharp
+                    scale = size // max(im.size)
+                    im = im.resize((im.width * scale, im.height * scale), 0)  # nearest
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
                 thumbnail = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-            except OSError:
-                thumbnail = None  # gone since it was embedded: the item is still listed
+            except (DecodeFailure, OSError, ValueError):
+                thumbnail = None  # changed since it was embedded: the item is still listed
         out.append({**item, "thumbnail": thumbnail})
     return out
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from audit import sources
+from audit.io import files as sources
 from audit.embedding import identity_json, model_id
 
 NAME = "pixels"
@@ -81,14 +81,18 @@ class PixelEmbedder:
         return ((flat - self.mean) @ self.components.T).astype(np.float32)
 
 
-def fit_pixel_embedder(folder: str | Path, size: int = DEFAULT_SIZE, dim: int = DEFAULT_DIM) -> PixelEmbedder:
-    """PCA basis of the readable images under `folder` (unreadable ones are left out here and
-    listed when the folder is embedded)."""
+def fit_pixel_embedder(folder: str | Path | sources.FolderScan, size: int = DEFAULT_SIZE,
+                       dim: int = DEFAULT_DIM) -> PixelEmbedder:
+    """PCA basis of the readable images of `folder` (an image folder, or the listing of any image
+    source; unreadable ones are left out here and listed when the source is embedded)."""
+    listing = folder if isinstance(folder, sources.FolderScan) else sources.scan_folder(folder)
+    folder = listing.root
     transform = PixelTransform(size)
     rows = []
-    for f in sources.scan_folder(folder).files:
+    for f in listing.files:
         try:
-            rows.append(transform(sources.decode_image(sources.read_bytes(f.path))).numpy().ravel())
+            read = sources.read_item(f, int(sources.DEFAULT_MAX_FILE_MB * 1024 * 1024))
+            rows.append(transform(sources.decode_image(read.data)).numpy().ravel())
         except sources.DecodeFailure:
             continue
     if len(rows) < 2:

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import math
 import sys
+import stat
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from audit.limits import LimitError, check_forecast
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,6 +56,9 @@ GATEABLE: dict[str, tuple[str, str]] = {
     "forecast_recall": ("min", "forecast median recall at the last generation, as a share of the real-only loop's"),
     "forecast_tail_coverage": ("min", "forecast median tail coverage at the last generation, as a share of the real-only loop's"),
 }
+
+
+MAX_POLICY_BYTES = 1024 * 1024
 
 
 class PolicyError(ValueError):
@@ -146,7 +152,7 @@ def load_policy(config: str | Path | None = None, directory: str | Path = ".") -
     path = Path(config) if config is not None else find_config(directory)
     if path is None:
         return DEFAULT_POLICY
-    if not path.is_file():
+    if not path.exists():
         raise PolicyError(f"config file not found: {path}")
     data = _read_toml(path)
     if path.name == "pyproject.toml":
@@ -233,8 +239,13 @@ def _parse_gate(spec: Any, metric: str, key: str, source: str) -> Gate:
 
 
 def _check_threshold(threshold: Any, key: str, source: str) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise PolicyError(f"{source}: '{key}' must be a finite number, got {threshold!r}")
+    try:  # a 400-digit integer is an int that no float can hold
+        finite = not isinstance(threshold, bool) and isinstance(threshold, (int, float)) and math.isfinite(float(threshold))
+    except OverflowError:
+        finite = False
+    if not finite:
+        shown = repr(threshold) if len(repr(threshold)) < 40 else repr(threshold)[:37] + "..."
+        raise PolicyError(f"{source}: '{key}' must be a finite number, got {shown}")
 
 
 def _parse_forecast(raw: Any, key: str, source: str) -> ForecastSettings:
@@ -257,12 +268,22 @@ def _parse_forecast(raw: Any, key: str, source: str) -> ForecastSettings:
     if (settings.generations < 1 or settings.runs < 1 or settings.dim < 1 or settings.eval_size < 10
             or not 0 < settings.threshold <= 1):
         raise PolicyError(f"{source}: '{key}' needs generations, runs, dim >= 1, eval_size >= 10 and threshold in (0, 1]")
+    try:
+        check_forecast(settings.generations, settings.runs, settings.dim, settings.eval_size)
+    except LimitError as exc:
+        raise PolicyError(f"{source}: '{key}': {exc}") from None
     return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{path}: not a regular file of at most {MAX_POLICY_BYTES} bytes")
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text ({exc})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise PolicyError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot be read ({exc.strerror or exc})") from None

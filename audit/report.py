@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import html
 import os
+import re
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 from audit.forecast_story import horizon_sentence, summary_lines
+from audit.io.atomic import write_text_atomic
 
 FORMATS = ("json", "md", "html", "junit")
 FILENAMES = {"json": "report.json", "md": "report.md", "html": "report.html", "junit": "junit.xml"}
@@ -23,8 +26,10 @@ _STATUS_MARK = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail"}
 
 
 def write_reports(data: dict[str, Any], out: str | Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
-    """Write the requested reports into `out`; returns format -> path. Appends the Markdown to
-    $GITHUB_STEP_SUMMARY when that is set (GitHub Actions shows it on the run's page)."""
+    """Write the requested reports into `out`, each atomically (a full disk or a kill leaves the
+    old file or none, never half of one); returns format -> path. Appends the Markdown to
+    $GITHUB_STEP_SUMMARY when that is set (GitHub Actions shows it on the run's page); a summary
+    file that cannot be written is a warning, not a failed run."""
     import json
 
     out = Path(out)
@@ -33,14 +38,54 @@ def write_reports(data: dict[str, Any], out: str | Path, formats: tuple[str, ...
                  "html": render_html, "junit": render_junit}
     written = {}
     for fmt in formats:
-        path = out / FILENAMES[fmt]
-        path.write_text(renderers[fmt](data), encoding="utf-8")
-        written[fmt] = path
+        written[fmt] = write_text_atomic(out / FILENAMES[fmt], renderers[fmt](data))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary and "md" in formats:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(render_markdown(data) + "\n")
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(render_markdown(data) + "\n")
+        except OSError as exc:
+            warnings.warn(f"GITHUB_STEP_SUMMARY {summary} cannot be written ({exc.strerror or exc}); "
+                          "the reports are in " + str(out), stacklevel=2)
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Escaping: every string in a report may come from a file name or a tampered report.json
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_XML_FORBIDDEN = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~!])")
+
+
+def _visible(text: Any) -> str:
+    """Control characters (newlines included) shown as escapes, so no field can start a line."""
+    return _CONTROL.sub(lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(m.group(), f"\\x{ord(m.group()):02x}"
+                                                                             if ord(m.group()) < 256 else
+                                                                             f"\\u{ord(m.group()):04x}"), str(text))
+
+
+def _h(text: Any) -> str:
+    """HTML text or attribute value: escaped (quotes too), control characters shown."""
+    return html.escape(_visible(text), quote=True)
+
+
+def _md(text: Any) -> str:
+    """Markdown inline text: every markup character escaped, control characters shown."""
+    return _MD_SPECIAL.sub(r"\\\1", _visible(text))
+
+
+def _xml(text: Any) -> str:
+    """XML 1.0 text: characters it forbids replaced (ElementTree escapes the rest)."""
+    return _XML_FORBIDDEN.sub("\ufffd", str(text))
+
+
+def _token(value: Any, allowed: tuple[str, ...]) -> str:
+    """A value used as a CSS class or label: one of `allowed`, else 'unknown'."""
+    return value if value in allowed else "unknown"
+
+
+_THUMBNAIL = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]*={0,2}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +121,7 @@ def _estimate_text(e: dict[str, Any]) -> str:
 def verdict_line(data: dict[str, Any]) -> str:
     gates = data["gates"]
     counts = {s: sum(g["status"] == s for g in gates) for s in ("pass", "warn", "fail")}
-    return (f"madaudit verdict: {data['verdict'].upper()} ({counts['fail']} failed, {counts['warn']} warnings, "
+    return (f"madaudit verdict: {_token(data['verdict'], ('pass', 'warn', 'fail')).upper()} ({counts['fail']} failed, {counts['warn']} warnings, "
             f"{counts['pass']} passed of {len(gates)} gates)")
 
 
@@ -88,60 +133,64 @@ def verdict_table(data: dict[str, Any]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"warning: {w}" for w in data["synthetic_fraction"]["warnings"]]  # reasons, not only in the files
+    lines += [f"warning: {_visible(w)}" for w in data["synthetic_fraction"]["warnings"]]  # reasons, not only in the files
     return verdict_line(data) + "\n" + "\n".join(lines)
 
 
 def render_markdown(data: dict[str, Any]) -> str:
+    """GitHub Markdown; every string from the data escaped (a file name cannot add a heading)."""
     inputs, sf, fc = data["inputs"], data["synthetic_fraction"], data["forecast"]
-    lines = [f"## madaudit: {data['verdict'].upper()}", "",
-             f"Candidate `{inputs['candidate']['path']}` ({inputs['candidate']['items']} items) against reference "
-             f"`{inputs['reference']['path']}` ({inputs['reference']['items']} items); model `{_model_name(data)}`.", "",
+    verdict = _token(data["verdict"], ("pass", "warn", "fail")).upper()
+    lines = [f"## madaudit: {verdict}", "",
+             f"Candidate {_md(inputs['candidate']['path'])} ({_md(inputs['candidate']['items'])} items) against "
+             f"reference {_md(inputs['reference']['path'])} ({_md(inputs['reference']['items'])} items); "
+             f"model {_md(_model_name(data))}.", "",
              "| gate | value | threshold | severity | status |", "|---|---|---|---|---|"]
     for g in data["gates"]:
-        lines.append(f"| {g['metric']} | {_fmt(g['value'])} | {'≥' if g['comparator'] == 'min' else '≤'} "
-                     f"{g['threshold']:g} | {g['severity']} | {_STATUS_MARK[g['status']]} |")
+        lines.append(f"| {_md(g['metric'])} | {_md(_fmt(g['value']))} | {'≥' if g['comparator'] == 'min' else '≤'} "
+                     f"{_md(_fmt(g['threshold']))} | {_md(g['severity'])} | "
+                     f"{_STATUS_MARK.get(g['status'], _md(g['status']))} |")
     lines += ["", "### Synthetic share", "", "| estimate | value | method |", "|---|---|---|"]
     for name, e in sf["estimates"].items():
-        lines.append(f"| {name} | {_estimate_text(e)} | {e['method']} |")
-    lines += [f"- {w}" for w in sf["warnings"]]
+        lines.append(f"| {_md(name)} | {_md(_estimate_text(e))} | {_md(e['method'])} |")
+    lines += [f"- {_md(w)}" for w in sf["warnings"]]
     lines += ["", "### Metrics", "", "| metric | value | 95% interval | method |", "|---|---|---|---|"]
     for name, m in data["metrics"].items():
-        lines.append(f"| {name} | {_fmt(m['value'])} | {_ci(m)} | {m['method']} |")
-    lines += ["", "### Forecast", "", f"Loop `{fc['loop']}`, stand-in `{fc['model']}`.", ""]
-    lines += [f"- {line}" for line in summary_lines(fc)]
+        lines.append(f"| {_md(name)} | {_md(_fmt(m['value']))} | {_md(_ci(m))} | {_md(m['method'])} |")
+    lines += ["", "### Forecast", "", f"Loop {_md(fc['loop'])}, stand-in {_md(fc['model'])}.", ""]
+    lines += [f"- {_md(line)}" for line in summary_lines(fc)]
     if fc["available"]:
         lines += ["", "| generation | " + " | ".join(f"{n} / real-only" for n in FORECAST_PANELS[:3])
                   + " | fd_model |", "|---|---|---|---|---|"]
         for t in fc["generations"]:
             cells = [_band_text(fc["relative"][n], t) for n in FORECAST_PANELS[:3]] + [_band_text(fc["metrics"]["fd_model"], t)]
-            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_md(t)} | " + " | ".join(_md(c) for c in cells) + " |")
     unreadable = inputs["reference"]["unreadable"] + inputs["candidate"]["unreadable"]
     if unreadable:
-        lines += ["", f"{unreadable} files could not be read (listed in report.json, by reason)."]
+        lines += ["", f"{_md(unreadable)} files could not be read (listed in report.json, by reason)."]
     if data["gallery"]:
         lines += ["", "### Most suspicious candidate items", ""]
-        lines += [f"- `{item['key']}`" for item in data["gallery"][:10]]
+        lines += [f"- {_md(item['key'])}" for item in data["gallery"][:10]]
     return "\n".join(lines) + "\n"
 
 
 def render_junit(data: dict[str, Any]) -> str:
     """One test case per gate; a failed gate is a <failure> whose text is the message, a warning
-    passes with the message in <system-out>."""
+    passes with the message in <system-out>. Characters XML 1.0 forbids are replaced."""
     gates = data["gates"]
     suite = ET.Element("testsuite", name="madaudit", tests=str(len(gates)),
                        failures=str(sum(g["status"] == "fail" for g in gates)), errors="0", skipped="0",
-                       timestamp=data["created"], time=str(data["seconds"]))
+                       timestamp=_xml(data["created"]), time=_xml(data["seconds"]))
     for g in gates:
-        case = ET.SubElement(suite, "testcase", classname="madaudit.gates", name=g["metric"], time="0")
+        case = ET.SubElement(suite, "testcase", classname="madaudit.gates", name=_xml(g["metric"]), time="0")
         if g["status"] == "fail":
-            failure = ET.SubElement(case, "failure", message=g["message"], type="GateFailed")
-            failure.text = g["message"]
+            failure = ET.SubElement(case, "failure", message=_xml(g["message"]), type="GateFailed")
+            failure.text = _xml(g["message"])
         else:
-            ET.SubElement(case, "system-out").text = f"{g['status'].upper()}: {g['message']}"
-    warnings = data.get("synthetic_fraction", {}).get("warnings", [])
-    if warnings:  # estimate warnings reach CI logs too, not only the report files
-        ET.SubElement(suite, "system-out").text = "\n".join(f"warning: {w}" for w in warnings)
+            ET.SubElement(case, "system-out").text = _xml(f"{g['status'].upper()}: {g['message']}")
+    warnings_ = data.get("synthetic_fraction", {}).get("warnings", [])
+    if warnings_:  # estimate warnings reach CI logs too, not only the report files
+        ET.SubElement(suite, "system-out").text = _xml("\n".join(f"warning: {w}" for w in warnings_))
     root = ET.Element("testsuites", name="madaudit", tests=suite.get("tests"), failures=suite.get("failures"))
     root.append(suite)
     ET.indent(root)
@@ -149,8 +198,13 @@ def render_junit(data: dict[str, Any]) -> str:
 
 
 def _model_name(data: dict[str, Any]) -> str:
-    model = data.get("model") or {}
-    return str(model.get("name") or "unknown (bare .npy inputs)")
+    from audit.io.sides import identity_name
+
+    model = data.get("model")
+    name = identity_name(model)
+    if name is None:
+        return "unknown (bare embeddings without --embedding-model)"
+    return f"{name} (declared)" if isinstance(model, dict) and model.get("declared") else name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,35 +226,41 @@ figure.suspicious img{width:96px;height:96px;object-fit:contain;image-rendering:
 
 
 def render_html(data: dict[str, Any]) -> str:
-    e = html.escape
+    e = _h
     inputs, sf, fc = data["inputs"], data["synthetic_fraction"], data["forecast"]
+    verdict = _token(data["verdict"], ("pass", "warn", "fail"))
+    statuses = ("pass", "warn", "fail")
     gate_rows = "".join(
-        f"<tr class='gate status-{g['status']}'><td>{e(g['metric'])}</td><td class='num'>{_fmt(g['value'])}</td>"
-        f"<td>{'≥' if g['comparator'] == 'min' else '≤'} {g['threshold']:g}</td><td>{g['severity']}</td>"
-        f"<td class='status-{g['status']}'>{g['status'].upper()}</td><td>{e(g['message'])}</td></tr>"
+        f"<tr class='gate status-{_token(g['status'], statuses)}'><td>{e(g['metric'])}</td>"
+        f"<td class='num'>{e(_fmt(g['value']))}</td>"
+        f"<td>{'≥' if g['comparator'] == 'min' else '≤'} {e(_fmt(g['threshold']))}</td><td>{e(g['severity'])}</td>"
+        f"<td class='status-{_token(g['status'], statuses)}'>{e(str(g['status']).upper())}</td>"
+        f"<td>{e(g['message'])}</td></tr>"
         for g in data["gates"])
     estimate_rows = "".join(f"<tr><td>{e(n)}</td><td class='num'>{e(_estimate_text(x))}</td><td>{e(x['method'])}</td></tr>"
                             for n, x in sf["estimates"].items())
     warnings = "".join(f"<div class='warning'>{e(w)}</div>" for w in sf["warnings"])
-    metric_rows = "".join(f"<tr><td>{e(n)}</td><td class='num'>{_fmt(m['value'])}</td><td class='num'>{_ci(m)}</td>"
+    metric_rows = "".join(f"<tr><td>{e(n)}</td><td class='num'>{e(_fmt(m['value']))}</td><td class='num'>{e(_ci(m))}</td>"
                           f"<td>{e(m['method'])}</td><td class='muted'>{e(_params(m))}</td></tr>"
                           for n, m in data["metrics"].items())
     gallery = "".join(
         "<figure class='suspicious'>"
-        + (f"<img alt='{e(item['key'])}' src='{item['thumbnail']}'>" if item.get("thumbnail") else
-           "<div class='muted'>(no image: embedding input)</div>")
+        + (f"<img alt='{e(item['key'])}' src='{e(item['thumbnail'])}'>"
+           if isinstance(item.get("thumbnail"), str) and _THUMBNAIL.fullmatch(item["thumbnail"]) else
+           "<div class='muted'>(no image)</div>")
         + f"<figcaption>{e(item['key'])}<br>" + ", ".join(f"{e(k)} {v:.3f}" for k, v in item.items()
-                                                          if isinstance(v, float)) + "</figcaption></figure>"
+                                                          if isinstance(v, float) and k != "key") + "</figcaption></figure>"
         for item in data["gallery"])
     skipped = "".join(f"<li>{e(side)}: {e(reason)} × {n}</li>" for side in ("reference", "candidate")
                       for reason, n in inputs[side]["skipped_by_reason"].items())
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>madaudit report: {data['verdict'].upper()}</title>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<title>madaudit report: {verdict.upper()}</title>
 <style>{_CSS}</style></head><body>
 <h1>madaudit report</h1>
-<section id="verdict" class="verdict-{data['verdict']}">{e(verdict_line(data))}</section>
-<p class="muted">Candidate <code>{e(inputs['candidate']['path'])}</code> ({inputs['candidate']['items']} items) against
-reference <code>{e(inputs['reference']['path'])}</code> ({inputs['reference']['items']} items); model
+<section id="verdict" class="verdict-{verdict}">{e(verdict_line(data))}</section>
+<p class="muted">Candidate <code>{e(inputs['candidate']['path'])}</code> ({e(inputs['candidate']['items'])} items) against
+reference <code>{e(inputs['reference']['path'])}</code> ({e(inputs['reference']['items'])} items); model
 <code>{e(_model_name(data))}</code>; {e(data['created'])}; madaudit {e(data['madaudit_version'])}.</p>
 <h2>Gates</h2>
 <table id="gates"><tr><th>gate</th><th>value</th><th>threshold</th><th>severity</th><th>status</th><th>message</th></tr>{gate_rows}</table>

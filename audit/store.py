@@ -70,17 +70,29 @@ def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class CacheUnavailable(RuntimeError):
+    """The cache file cannot be opened or written (an input/runtime error: exit 3)."""
+
+
 class EmbeddingStore:
-    """Open (creating if needed) the cache at `path`. Safe to use from several processes."""
+    """Open (creating if needed) the cache at `path`. Safe to use from several processes.
+    Raises CacheUnavailable, naming the file, when it cannot be used."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        self._retry_busy(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
-        self._db.execute("PRAGMA synchronous = NORMAL")  # durable at commit in WAL mode
-        self._retry_busy(lambda: self._db.executescript(_SCHEMA))
+        try:
+            if self.path.exists() and not self.path.is_file():
+                raise CacheUnavailable("not a regular file")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._retry_busy(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
+            self._db.execute("PRAGMA synchronous = NORMAL")  # durable at commit in WAL mode
+            self._retry_busy(lambda: self._db.executescript(_SCHEMA))
+        except (sqlite3.Error, OSError, CacheUnavailable) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise CacheUnavailable(f"embedding cache {self.path} cannot be used ({why}); point --cache or "
+                                   "$MADAUDIT_CACHE at a writable file") from None
 
     def close(self) -> None:
         self._db.close()

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+class DetectorProblem(ValueError):
+    """A detector file that cannot be used (a configuration error: exit 2); names the file."""
+
+
 class ModelMismatch(ValueError):
     """Embeddings from another model (or dimension) than a detector was trained on."""
 

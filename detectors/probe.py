@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detectors.base import FractionEstimate, ModelMismatch
+from audit.io.jsonfile import read_json
+from audit.limits import LIMITS
+from detectors.base import DetectorProblem, FractionEstimate, ModelMismatch
 from detectors.features import DensityBank, describe, feature_names
 from detectors.linear import Logistic
 
@@ -46,6 +49,10 @@ MIN_AUC = 0.6  # below this the detector separates too little to identify a shar
 MAX_BANK = 10_000  # labelled items kept per class: features and training use a seeded subset beyond
 _ARRAYS = ("real_bank", "synthetic_bank", "real_folds", "synthetic_folds", "means", "scales", "coefs", "intercepts",
            "oof_real", "oof_synthetic")
+
+
+MAX_DETECTOR_JSON_BYTES = 16 * 1024 * 1024
+MAX_DETECTOR_NPZ_BYTES = 4 * 1024 ** 3
 
 
 @dataclass
@@ -198,33 +205,36 @@ class SupervisedProbe:
         either is executed (no pickle)."""
         path = Path(path)
         try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not a madaudit detector (not JSON: {exc})") from None
+            meta = read_json(path, "madaudit detector", MAX_DETECTOR_JSON_BYTES)
+        except ValueError as exc:
+            raise DetectorProblem(str(exc)) from None
         if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("madaudit-detector/"):
-            raise ValueError(f"{path} is not a madaudit detector (format must be {FORMAT!r})")
+            raise DetectorProblem(f"{path} is not a madaudit detector (format must be {FORMAT!r})")
         if meta["format"] != FORMAT:
-            raise ValueError(f"{path} is a {meta['format']} detector (a linear probe that cannot see sampling bias); "
+            raise DetectorProblem(f"{path} is a {meta['format']} detector (a linear probe that cannot see sampling bias); "
                              "retrain it with `madaudit detector train`")
         files = meta.get("arrays")
-        if not isinstance(files, dict) or not isinstance(files.get("file"), str) or "/" in files["file"]:
-            raise ValueError(f"{path}: 'arrays' must name the .npz file beside it")
+        if not isinstance(files, dict) or not isinstance(files.get("file"), str) or "/" in files["file"] \
+                or "\\" in files["file"] or files["file"] in ("", ".", ".."):
+            raise DetectorProblem(f"{path}: 'arrays' must name the .npz file beside it")
         arrays_path = path.with_name(files["file"])
         if not arrays_path.is_file():
-            raise ValueError(f"{path}: its arrays file {arrays_path} is missing (copy both files)")
+            raise DetectorProblem(f"{path}: its arrays file {arrays_path} is missing (copy both files)")
+        if arrays_path.stat().st_size > MAX_DETECTOR_NPZ_BYTES:
+            raise DetectorProblem(f"{path}: {arrays_path.name} is over {MAX_DETECTOR_NPZ_BYTES} bytes")
         if _sha256(arrays_path) != files.get("sha256"):
-            raise ValueError(f"{path}: {arrays_path.name} does not match the sha256 recorded in the detector")
+            raise DetectorProblem(f"{path}: {arrays_path.name} does not match the sha256 recorded in the detector")
         identity = meta.get("model_identity")
         if identity is not None and not isinstance(identity, dict):
-            raise ValueError(f"{path}: model_identity must be an object")
+            raise DetectorProblem(f"{path}: model_identity must be an object")
         k = meta.get("k")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"{path}: k must be a positive integer")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= LIMITS["k"]:
+            raise DetectorProblem(f"{path}: k must be an integer from 1 to {LIMITS['k']}")
         try:
             with np.load(arrays_path, allow_pickle=False) as npz:
                 arrays = {name: np.asarray(npz[name]) for name in _ARRAYS}
-        except (KeyError, ValueError, OSError) as exc:
-            raise ValueError(f"{path}: {arrays_path.name} is not a detector's arrays ({exc})") from None
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise DetectorProblem(f"{path}: {arrays_path.name} is not a detector's arrays ({exc})") from None
         _check_arrays(arrays, k, path)
         return cls(**{name: arrays[name] for name in _ARRAYS}, k=k, model_identity=identity)
 
@@ -233,7 +243,7 @@ def _check_arrays(a: dict[str, np.ndarray], k: int, path: Path) -> None:
     for name, value in a.items():
         kind = "i" if name.endswith("folds") else "f"
         if value.dtype.kind != kind or (kind == "f" and not np.all(np.isfinite(value))):
-            raise ValueError(f"{path}: array {name!r} must hold finite {'integers' if kind == 'i' else 'floats'}")
+            raise DetectorProblem(f"{path}: array {name!r} must hold finite {'integers' if kind == 'i' else 'floats'}")
     d = a["real_bank"].shape[1] if a["real_bank"].ndim == 2 else -1
     p = d + len(feature_names(("real", "synthetic")))
     shapes_ok = (a["real_bank"].ndim == 2 and a["synthetic_bank"].ndim == 2 and a["synthetic_bank"].shape[1] == d
@@ -247,9 +257,9 @@ def _check_arrays(a: dict[str, np.ndarray], k: int, path: Path) -> None:
                  and a["oof_real"].ndim == 1 and a["oof_synthetic"].ndim == 1
                  and len(a["oof_real"]) > 0 and len(a["oof_synthetic"]) > 0)
     if not shapes_ok:
-        raise ValueError(f"{path}: inconsistent detector arrays")
+        raise DetectorProblem(f"{path}: inconsistent detector arrays")
     if np.any(a["scales"] <= 0):
-        raise ValueError(f"{path}: feature scales must be positive")
+        raise DetectorProblem(f"{path}: feature scales must be positive")
 
 
 def _matrix(a: np.ndarray, name: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from audit import __version__
 from audit.cli import main
-from audit.embedding_files import load_embeddings
+from audit.io.embedding_folder import load_embeddings
 from audit.store import EmbeddingStore
 from conftest import write_images
 
@@ -64,7 +64,7 @@ def test_embed_writes_clip_retrieval_layout(tmp_path, tiny_config, cache_path):
 
 def test_embed_errors_have_exit_codes(tmp_path, tiny_config, cache_path, monkeypatch):
     code, output = run_cli("embed", tmp_path / "missing", "--out", tmp_path / "o", "--cache", cache_path)
-    assert code == 3 and "folder not found" in output
+    assert code == 3 and "not found" in output
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
     code, output = run_cli("embed", tmp_path / "empty", "--out", tmp_path / "o", "--model", tiny_config,

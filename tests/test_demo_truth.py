@@ -41,7 +41,7 @@ def test_demo_estimate_agrees_with_the_truth_it_prints(tmp_path):
 def _forecast_agrees_with_the_truth(out, data, paths, truth):
     """The forecast runs at inputs that cover the demo's truth, says the mixture is healthy (the
     horizon is not generation 1), and the reports state n_e."""
-    from audit.inputs import EmbedOptions, load_side
+    from audit.io import EmbedOptions, load_side
 
     fc = data["forecast"]
     assert fc["available"] and fc["stand_in_checks"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from audit import sources
+from audit.io import files as sources
 from audit.embedding import WeightsUnavailable, _find_tag_weights, embed_folder, load_embedder
 from audit.store import EmbeddingStore
 from conftest import write_images
@@ -79,14 +79,14 @@ def test_second_run_embeds_nothing_changed_file_is_reembedded(tmp_path, cache_pa
 
         changed = folder / "img_002.png"
         Image.fromarray(np.zeros((48, 40, 3), np.uint8)).save(changed)
-        os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # make sure mtime moves
+        os.utime(changed, ns=(time.time_ns(), time.time_ns() - 5 * 10**9))  # mtime moves (to the past: not racy)
         third = embed_folder(folder, embedder, store, batch_size=4, workers=2)
         assert third.counts["embedded"] == 1 and third.counts["from_cache"] == 5
         i = third.keys.index("img_002.png")
         assert not np.allclose(third.vectors[i], first.vectors[i])
 
         # Touched but unchanged content: hashed again, found by content, not embedded.
-        os.utime(folder / "img_004.png", ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+        os.utime(folder / "img_004.png", ns=(time.time_ns(), time.time_ns() - 7 * 10**9))
         fourth = embed_folder(folder, embedder, store, batch_size=4, workers=0)
         assert fourth.counts["embedded"] == 0 and fourth.counts["from_cache_fast_path"] == 5
 
@@ -122,7 +122,7 @@ def test_broken_files_are_listed_not_fatal(tmp_path, cache_path, embedder):
     (folder / "text.png").write_text("not an image")
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(folder / "cut.jpg", quality=95)
     (folder / "cut.jpg").write_bytes((folder / "cut.jpg").read_bytes()[:300])
-    from test_sources import png_declaring
+    from test_io_files import png_declaring
 
     (folder / "huge.png").write_bytes(png_declaring(30_000, 30_000))
     (folder / "readme.md").write_text("hello")

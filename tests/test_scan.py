@@ -18,7 +18,7 @@ from PIL import Image
 
 import audit
 from audit.cli import main
-from audit.inputs import EmbedOptions
+from audit.io import EmbedOptions
 from audit.pipeline import SCHEMA_FILE
 from audit.policy import DEFAULT_POLICY, Gate, PolicyError, evaluate, load_policy, parse_policy, with_overrides
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit import sources
-from audit.sources import DecodeFailure, decode_image, scan_folder
+from audit.io import files as sources
+from audit.io.files import DecodeFailure, decode_image, scan_folder
 
 
 def png_bytes(width=8, height=6) -> bytes:
