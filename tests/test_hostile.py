@@ -229,32 +229,30 @@ def test_folder_that_cannot_be_listed_is_counted_unreadable(tmp_path, monkeypatc
     assert files.UNREADABLE_FOLDER in files.UNREADABLE_REASONS
 
 
-def test_item_swapped_for_a_fifo_after_listing_is_refused_without_blocking(tmp_path):
+def _swap_for_fifo(path: str) -> str:
+    os.unlink(path)
+    os.mkfifo(path)
+    return files.NOT_REGULAR_FILE  # refused without blocking on the FIFO
+
+
+def _grow_past_cap(path: str) -> str:
+    Path(path).write_bytes(b"\0" * (3 << 20))
+    return files.TOO_LARGE  # refused, not read whole
+
+
+def _vanish(path: str) -> str:
+    os.unlink(path)
+    return files.MISSING
+
+
+@pytest.mark.parametrize("change", [_swap_for_fifo, _grow_past_cap, _vanish], ids=lambda f: f.__name__[1:])
+def test_item_changed_after_listing_is_refused_at_read_time(change, tmp_path):
     folder = good_folder(tmp_path / "imgs")
     item = files.scan_folder(folder).files[0]
-    os.unlink(item.path)
-    os.mkfifo(item.path)
+    reason = change(item.path)
     with pytest.raises(files.DecodeFailure) as err:
         files.read_item(item, 1 << 20)
-    assert err.value.reason == files.NOT_REGULAR_FILE
-
-
-def test_item_that_grew_past_the_cap_after_listing_is_not_read_whole(tmp_path):
-    folder = good_folder(tmp_path / "imgs")
-    item = files.scan_folder(folder).files[0]
-    Path(item.path).write_bytes(b"\0" * (3 << 20))
-    with pytest.raises(files.DecodeFailure) as err:
-        files.read_item(item, 1 << 20)
-    assert err.value.reason == files.TOO_LARGE
-
-
-def test_item_that_vanished_after_listing_is_missing(tmp_path):
-    folder = good_folder(tmp_path / "imgs")
-    item = files.scan_folder(folder).files[0]
-    os.unlink(item.path)
-    with pytest.raises(files.DecodeFailure) as err:
-        files.read_item(item, 1 << 20)
-    assert err.value.reason == files.MISSING
+    assert err.value.reason == reason
 
 
 def test_sixteen_bit_png_is_scaled_not_clipped():
@@ -1078,3 +1076,31 @@ def test_sigkill_mid_embed_then_resume_equals_an_uninterrupted_run(tmp_path, tin
     assert meta_a == meta_b
     with sqlite3.connect(cache) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_file_changed_after_listing_then_restored_is_read_again(tmp_path):
+    """The fast-path race: listed, changed before it is read, restored later with its old bytes and
+    mtime (cp -p, rsync -a, tar x). The cache must not serve the in-between content's vector."""
+    from audit.embedding import embed_files, embed_folder
+    from audit.pixels import fit_pixel_embedder
+    from audit.store import EmbeddingStore
+
+    folder = good_folder(tmp_path / "imgs", 6)
+    embedder = fit_pixel_embedder(folder)
+    target = folder / "img_001.png"
+    original = target.read_bytes()
+    old = os.stat(target)
+    with EmbeddingStore(tmp_path / "c.sqlite") as store:
+        truth = embed_folder(folder, embedder, store, workers=0)
+        truth_vector = truth.vectors[truth.keys.index("img_001.png")]
+    listing = files.scan_folder(folder)  # listed with the original size and mtime
+    target.write_bytes(png(99, (30, 30)))  # changed before it is read
+    os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns - 5 * 10**9))
+    with EmbeddingStore(tmp_path / "c2.sqlite") as store:
+        during = embed_files(listing.files, embedder, store, workers=0)
+        assert not np.allclose(during.vectors[during.keys.index("img_001.png")], truth_vector)
+        target.write_bytes(original)  # restored, old mtime too
+        os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
+        after = embed_folder(folder, embedder, store, workers=0)
+    assert after.counts["from_cache_fast_path"] == 5  # the restored file was read again
+    np.testing.assert_allclose(after.vectors[after.keys.index("img_001.png")], truth_vector, atol=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 
 # |v| beyond this overflows float32 squared distances (3.4e38) long before any metric runs.
 MAX_ABS_VALUE = 1e15
-CHECK_ROWS = 16_384  # rows converted and checked at a time: bounds the temporaries
+CHECK_ROWS = 4_096  # rows read, converted and checked at a time: bounds the temporaries
 
 
 class ArrayProblem(ValueError):
@@ -86,22 +86,50 @@ def copy_checked(source: np.ndarray, out: np.ndarray, name: str, first_row: int 
         check_values(block, name, first_row + start)
 
 
+def read_checked(header: NpyHeader, out: np.ndarray) -> None:
+    """Read a checked .npy file into the float32 `out` (its shape), a block of rows at a time
+    through one small reused buffer: nothing but `out` grows with the file (no memory map
+    whose pages would count against the process), every value checked."""
+    if header.fortran_order or header.shape[0] == 0:
+        copy_checked(open_npy(header.path), out, header.path)
+        return
+    n, d = header.shape
+    buffer = np.empty((min(CHECK_ROWS, n), d), dtype=header.dtype)
+    with open(header.path, "rb", buffering=0) as fh:
+        fh.seek(header.offset)
+        for start in range(0, n, CHECK_ROWS):
+            rows = min(CHECK_ROWS, n - start)
+            view = buffer[:rows]
+            if fh.readinto(memoryview(view).cast("B")) != view.nbytes:
+                raise ArrayProblem(f"{header.path}: ends early at row {start} (changed while being read)")
+            block = out[start:start + rows]
+            with np.errstate(over="ignore", invalid="ignore"):
+                block[...] = view
+            check_values(block, header.path, start)
+
+
 def check_values(block: np.ndarray, name: str, first_row: int = 0) -> None:
     """Every value finite and within ±MAX_ABS_VALUE, or ArrayProblem naming the row."""
+    if block.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        fine = bool(np.isfinite(block.max()) and np.isfinite(block.min())
+                    and block.max() <= MAX_ABS_VALUE and block.min() >= -MAX_ABS_VALUE)
+    if fine:  # the common case, without a temporary the size of the block
+        return
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(block) <= MAX_ABS_VALUE)  # also true for NaN
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        value = block[row, col]
-        what = "NaN" if np.isnan(value) else ("infinite" if np.isinf(value) else f"{value:.3g}, beyond ±{MAX_ABS_VALUE:g}")
-        raise ArrayProblem(f"{name}: row {first_row + int(row)} holds a value that is {what}")
+    row, col = np.argwhere(bad)[0]
+    value = block[row, col]
+    what = "NaN" if np.isnan(value) else ("infinite" if np.isinf(value) else f"{value:.3g}, beyond ±{MAX_ABS_VALUE:g}")
+    raise ArrayProblem(f"{name}: row {first_row + int(row)} holds a value that is {what}")
 
 
 def load_matrix(path: str | os.PathLike) -> np.ndarray:
     """A whole checked .npy file as a C-contiguous float32 (n, d) array."""
-    source = open_npy(path)
-    out = np.empty(source.shape, dtype=np.float32)
-    copy_checked(source, out, os.fspath(path))
+    header = read_header(path)
+    out = np.empty(header.shape, dtype=np.float32)
+    read_checked(header, out)
     return out
 
 

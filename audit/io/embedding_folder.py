@@ -7,8 +7,8 @@
 
 Every part is read, in part order; a gap in the part numbers, a part without metadata while
 others have it, or a metadata row count that differs from its part is refused. Parts are
-memory-mapped and copied one block at a time into the one float32 array kept, so reading costs
-about one part beyond that array.
+read one block of rows at a time into the one float32 array kept, so reading costs a few MB
+beyond that array, whatever the size of a part.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audit.io.arrays import ArrayProblem, copy_checked, load_matrix, open_npy, read_header
+from audit.io.arrays import ArrayProblem, load_matrix, read_checked, read_header
 from audit.io.atomic import write_atomic, write_text_atomic
 from audit.io.files import Skipped
 
@@ -131,7 +131,7 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingSet:
     row = 0
     for part, header in zip(parts, headers):
         n = header.shape[0]
-        copy_checked(open_npy(header.path), vectors[row:row + n], header.path, 0)
+        read_checked(header, vectors[row:row + n])
         row += n
     identity = read_manifest(path).get("model")
     return EmbeddingSet(keys, vectors, identity if isinstance(identity, dict) else None, str(path))
