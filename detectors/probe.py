@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from audit.io.atomic import write_atomic, write_text_atomic
 from audit.io.jsonfile import read_json
 from audit.limits import LIMITS
 from detectors.base import DetectorProblem, FractionEstimate, ModelMismatch
@@ -190,13 +191,17 @@ class SupervisedProbe:
         path = Path(path)
         arrays_path = path.with_suffix(".npz")
         arrays = {name: getattr(self, name) for name in _ARRAYS}
-        with open(arrays_path, "wb") as fh:
-            np.savez(fh, **arrays)
+
+        def save_arrays(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        write_atomic(arrays_path, save_arrays)  # a kill or a full disk leaves no half-written detector
         meta = {"format": FORMAT, "kind": "density-probe", "model_identity": self.model_identity, "k": self.k,
                 "folds": len(self.intercepts), "auc": self.auc, "n_real": len(self.real_bank),
                 "n_synthetic": len(self.synthetic_bank), "features": self.feature_names[self.dim:],
                 "arrays": {"file": arrays_path.name, "sha256": _sha256(arrays_path)}}
-        path.write_text(json.dumps(meta, indent=1))
+        write_text_atomic(path, json.dumps(meta, indent=1))
         return [path, arrays_path]
 
     @classmethod

@@ -1104,3 +1104,27 @@ def test_file_changed_after_listing_then_restored_is_read_again(tmp_path):
         after = embed_folder(folder, embedder, store, workers=0)
     assert after.counts["from_cache_fast_path"] == 5  # the restored file was read again
     np.testing.assert_allclose(after.vectors[after.keys.index("img_001.png")], truth_vector, atol=1e-6)
+
+
+def test_full_disk_in_the_cache_is_exit_3_and_keeps_committed_batches(tmp_path, monkeypatch):
+    import sqlite3
+
+    from audit.store import EmbeddingStore
+
+    folder = good_folder(tmp_path / "imgs", 6)
+    calls = {"n": 0}
+    real_put = EmbeddingStore.put_embeddings
+
+    def put_until_full(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_put(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingStore, "put_embeddings", put_until_full)
+    result = run("embed", folder, "--out", tmp_path / "out", "--model", "pixels", "--cache", tmp_path / "c.sqlite",
+                 "--workers", "0", "--batch-size", "2", "-q")
+    assert_refused(result, 3, "cache", "disk is full")
+    assert not (tmp_path / "out").exists()
+    with EmbeddingStore(tmp_path / "c.sqlite") as store:
+        assert store.count_embeddings() == 2 and store.integrity_ok()
