@@ -456,7 +456,9 @@ def report(result, fmt, out):
         data = ScanResult.from_json(result).to_dict()
         text = {"html": render_html, "md": render_markdown, "junit": render_junit,
                 "json": lambda d: json.dumps(d, indent=2) + "\n"}[fmt](data)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+    except ValueError as exc:  # names the file and the problem already
+        raise InputError(str(exc)) from None
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise InputError(f"{result} is not a valid madaudit report ({type(exc).__name__}: {exc})") from None
     if out:
         from audit.io.atomic import write_text_atomic

@@ -92,7 +92,6 @@ def measured_inputs_from_report(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: forecast.measured_inputs must be an object")
     if "reason" in measured and "real_fraction" not in measured:
         raise ValueError(f"{path}: the scan measured no forecast inputs ({measured['reason']})")
-    out: dict[str, Any] = {}
     for key, kind in MEASURED_KEYS.items():
         value = measured.get(key)
         if value is None:
@@ -104,10 +103,9 @@ def measured_inputs_from_report(path: str | Path) -> dict[str, Any]:
               "interval": lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v)}[kind](value)
         if not ok:
             raise ValueError(f"{path}: forecast.measured_inputs.{key} = {value!r} is not a valid {kind}")
-        out[key] = value
-    if out["lam"] <= 0:
+    if measured["lam"] <= 0:
         raise ValueError(f"{path}: forecast.measured_inputs.lam must be above 0")
-    return out
+    return measured
 
 
 def _number(v: Any) -> bool:

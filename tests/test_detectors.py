@@ -99,7 +99,7 @@ def test_loading_executes_no_code(tmp_path):
 
     evil = tmp_path / "detector.pkl"
     evil.write_bytes(pickle.dumps(Boom()))
-    with pytest.raises(ValueError, match="not a madaudit detector"):
+    with pytest.raises(ValueError, match="not a valid madaudit detector"):
         SupervisedProbe.load(evil)
     (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not a madaudit detector"):

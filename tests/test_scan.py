@@ -116,7 +116,7 @@ def test_report_command_re_renders_the_same_content(scans, tmp_path):
         assert code == 0, out
         assert (tmp_path / name).read_text() == (folder / name).read_text()
     code, out = run_cli("report", folder / "report.html")
-    assert code == 3 and "not a madaudit report" in out
+    assert code == 3 and "report.html is not a valid madaudit report" in out
 
 
 def test_python_api_returns_what_the_cli_serialises(scans):
