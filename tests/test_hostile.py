@@ -1128,3 +1128,11 @@ def test_full_disk_in_the_cache_is_exit_3_and_keeps_committed_batches(tmp_path, 
     assert not (tmp_path / "out").exists()
     with EmbeddingStore(tmp_path / "c.sqlite") as store:
         assert store.count_embeddings() == 2 and store.integrity_ok()
+
+
+def test_limits_hold_in_the_python_api_too():
+    from audit import projector
+    from audit.limits import LimitError
+
+    with pytest.raises(LimitError, match="runs x generations"):
+        projector.project(vectors(100, 8), generations=1000, runs=1000)

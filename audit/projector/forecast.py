@@ -19,6 +19,7 @@ import numpy as np
 
 from audit.balls import grouped_ball_membership, knn_sq_radii
 from audit.index import as_float32_matrix
+from audit.limits import check_forecast
 from audit.projector.closed_forms import FrechetForecast
 from audit.projector.loops import LOOPS, METRICS, simulate
 from audit.projector.standins import MODELS, ReferenceSpace, make_stand_in
@@ -92,6 +93,7 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
         raise ValueError(f"unknown stand-in '{model}': use one of {', '.join(MODELS)} or auto")
     if not 0 < threshold <= 1:
         raise ValueError(f"the horizon threshold is a share of the real-only baseline in (0, 1], got {threshold}")
+    check_forecast(generations, runs, dim, eval_size, n)  # a typo must not start a run that never ends
     space = space or ReferenceSpace.fit(as_float32_matrix(reference, "reference"), dim, k=k, seed=seed,
                                         eval_reference=eval_size)
     eval_size = min(eval_size, len(space.eval_points))
