@@ -15,8 +15,9 @@ u = 2^-24). Any comparison that the bound cannot settle is redone directly in fl
 float32 inputs, so every answer is that of the exact distances (membership uses `<=`: an exact
 duplicate at distance 0 is inside a ball of radius 0).
 
-- Radii: FAISS exact k-NN (squared L2 from a float32 GEMM) finds the neighbours; only candidates
-  whose approximate distance ties with the k-th within the bound are recomputed.
+- Radii: `nearest.nearest_candidates` (squared L2 from float32 GEMMs on numpy's BLAS) finds the
+  neighbours; only candidates whose approximate distance ties with the k-th within the bound are
+  recomputed.
 - Cross pass: one GEMM per block on augmented vectors, [y, 1, |y|^2] . [-2x, |x|^2 - r_x^2, 1]
   = d^2 - r_x^2, so a comparison is a sign test. Rows are screened by counts, so index arrays
   are built only for the rare entries within the bound.
@@ -26,10 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
-from audit.index import as_float32_matrix, not_self
+from audit.index import as_float32_matrix
+from audit.nearest import nearest_candidates
 
 _U = 2.0**-24  # float32 unit roundoff
 _BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix
@@ -77,12 +78,9 @@ def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
     n, d = x.shape
     if not 1 <= k < n:
         raise ValueError(f"k={k} needs more than k points, have {n}")
-    index = faiss.IndexFlatL2(d)
-    index.add(x)
-    fetch = min(n, k + 1 + _EXTRA)
-    approx, idx = index.search(x, fetch)
-    approx, idx = _drop_self(approx.astype(np.float64), idx)
-    return _refine_kth(x, approx, idx, k, group=n, all_fetched=fetch >= n)
+    fetch = min(n - 1, k + _EXTRA)
+    approx, idx = nearest_candidates(x, x, fetch, self_start=0)
+    return _refine_kth(x, approx, idx, k, group=n, all_fetched=fetch >= n - 1)
 
 
 def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
@@ -142,12 +140,6 @@ def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, grou
         row[i - peers[0]] = np.inf
         radii[i] = np.partition(row, k - 1)[k - 1]
     return radii
-
-
-def _drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = not_self(idx, np.arange(len(idx)))
-    shape = (idx.shape[0], idx.shape[1] - 1)
-    return dist[keep].reshape(shape), idx[keep].reshape(shape)
 
 
 def grouped_ball_membership(reference: np.ndarray, ref_sq_radii: np.ndarray, candidates: np.ndarray, group: int,

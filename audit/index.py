@@ -1,21 +1,27 @@
-"""Index: a thin wrapper over FAISS for exact k-nearest-neighbour search.
+"""Index: exact k-nearest-neighbour search.
 
-FAISS L2 indexes return *squared* distances computed as |q|^2 + |x|^2 - 2 q.x in float32, which
-loses precision near zero (an exact duplicate can come back as 1e-7, i.e. a distance of 3e-4
-after the square root) and can swap near-ties. This wrapper therefore asks FAISS for a few more
-candidates than needed, recomputes their distances directly as |q - x| in float64, re-sorts and
-keeps k: the distances are exact Euclidean distances and exact duplicates are at 0.0, which the
-`<=` ball membership of the metrics relies on.
+Candidates come from float32 products, |q|^2 + |x|^2 - 2 q.x, which loses precision near zero (an
+exact duplicate can come back as 1e-7, i.e. a distance of 3e-4 after the square root) and can swap
+near-ties. The index therefore fetches a few more candidates than needed, recomputes their
+distances directly as |q - x| in float64, re-sorts and keeps k: the distances are exact Euclidean
+distances and exact duplicates are at 0.0, which the `<=` ball membership of the metrics relies on.
+
+Backends: `numpy` (default: `nearest.nearest_candidates` on numpy's BLAS, the fastest on the
+machine) or `faiss` (IndexFlatL2; faiss-cpu bundles an old OpenBLAS that runs a generic kernel on
+some CPUs, so its speed depends on the wheel). Both give the same distances; `backend` says which
+ran.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
+from audit.nearest import nearest_candidates
+
 DEFAULT_QUERY_BATCH = 4096
+BACKENDS = ("numpy", "faiss")
 _GATHER_FLOATS = 1 << 23
 
 
@@ -50,10 +56,17 @@ class ExactIndex:
 
     exact = True
 
-    def __init__(self, vectors: np.ndarray):
+    def __init__(self, vectors: np.ndarray, backend: str = "numpy"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown exact backend '{backend}': use {' or '.join(BACKENDS)}")
         self.vectors = as_float32_matrix(vectors, "vectors")
-        self._index = faiss.IndexFlatL2(self.vectors.shape[1])
-        self._index.add(self.vectors)
+        self.backend = backend
+        self._index = None
+        if backend == "faiss":
+            import faiss
+
+            self._index = faiss.IndexFlatL2(self.vectors.shape[1])
+            self._index.add(self.vectors)
 
     @property
     def ntotal(self) -> int:
@@ -93,9 +106,13 @@ class ExactIndex:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             block = queries[start:stop]
-            _, idx = self._index.search(block, fetch)
-            if exclude_self:
-                idx = _drop_self(idx, np.arange(start, stop))
+            if self._index is not None:
+                _, idx = self._index.search(block, fetch)
+                if exclude_self:
+                    idx = _drop_self(idx, np.arange(start, stop))
+            else:
+                _, idx = nearest_candidates(block, self.vectors, fetch - (1 if exclude_self else 0),
+                                            self_start=start if exclude_self else None)
             sq = self._exact_sq_distances(block, idx)
             # Ties broken by index, like a stable sort of the full distance row.
             order = np.lexsort((idx, sq), axis=1)[:, :k]

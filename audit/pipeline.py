@@ -25,6 +25,7 @@ from audit.io import EmbedOptions, InputProblem, LoadedSide, load_pair
 from audit.policy import Policy, evaluate, load_policy
 from audit.io.files import UNREADABLE_REASONS
 from audit.io.jsonfile import read_json
+from audit.nearest import blas_description
 
 SCHEMA_VERSION = "madaudit-report/1"
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
@@ -182,7 +183,7 @@ def scan(
         "verdict": verdict,
         "inputs": {"reference": _describe(reference, ref), "candidate": _describe(candidate, cand)},
         "model": cand.embeddings.model_identity or ref.embeddings.model_identity,
-        "index": {"kind": "exact", "library": "faiss", "recall": 1.0},
+        "index": {"kind": "exact", "library": "numpy", "blas": blas_description(), "recall": 1.0},
         "settings": {"k": k, "tail_q": tail_q, "duplicate_threshold": duplicate_threshold, "seed": seed},
         "metrics": metrics,
         "near_duplicates": comparison.to_dict()["near_duplicates"],

@@ -75,3 +75,41 @@ def test_input_validation():
         ExactIndex(np.array([[np.nan, 0.0, 0.0]]))
     with pytest.raises(ValueError, match="2-D"):
         ExactIndex(np.ones(3))
+
+
+def test_nearest_candidates_are_a_true_prefix_of_each_sorted_row():
+    """The group-minimum screen may only skip entries at or above the last one fetched."""
+    from audit.nearest import nearest_candidates
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 24)).astype(np.float32)
+    x[100:140] = x[99]  # a wall of exact duplicates, longer than fetch
+    x[2000:2003] = rng.standard_normal(24).astype(np.float32)
+    queries = np.vstack([x[:50], x[95:145], rng.standard_normal((50, 24)).astype(np.float32)])
+    for q, self_start in ((queries, None), (x, 0)):
+        sq, idx = nearest_candidates(q, x, 13, self_start=self_start)
+        full = (np.einsum("ij,ij->i", q, q)[:, None] + np.einsum("ij,ij->i", x, x)[None, :]
+                - 2 * (q @ x.T)).astype(np.float32)
+        if self_start is not None:
+            np.fill_diagonal(full, np.inf)
+        expected = np.sort(full, axis=1)[:, :13]
+        np.testing.assert_allclose(sq, expected, rtol=0, atol=1e-5)
+        fetched = np.zeros_like(full, dtype=bool)
+        np.put_along_axis(fetched, idx, True, axis=1)
+        left_out_min = np.where(fetched, np.inf, full).min(axis=1)
+        assert np.all(left_out_min >= sq[:, -1] - 1e-5)
+        if self_start is not None:
+            assert not np.any(idx == np.arange(len(x))[:, None])
+
+
+def test_numpy_and_faiss_backends_agree_exactly():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2500, 32)).astype(np.float32)
+    x[10:14] = x[9]
+    y = np.vstack([rng.standard_normal((300, 32)).astype(np.float32), x[5:15]])
+    for search in (lambda ix: ix.search(y, 6), lambda ix: ix.self_search(6)):
+        a, b = search(ExactIndex(x)), search(ExactIndex(x, backend="faiss"))
+        np.testing.assert_array_equal(a.sq_distances, b.sq_distances)
+        np.testing.assert_array_equal(a.indices, b.indices)
+    with pytest.raises(ValueError, match="backend"):
+        ExactIndex(x, backend="annoy")

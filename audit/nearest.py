@@ -1,0 +1,91 @@
+"""Nearest candidates from float32 matrix products on numpy's BLAS.
+
+Every exact search here starts the same way: a block of queries times the indexed set (one float32
+GEMM on the fastest BLAS of the machine: numpy's current OpenBLAS, never the old one faiss-cpu
+bundles, which runs a generic kernel on some CPUs), squared distances by the expansion
+|q|^2 + |x|^2 - 2 q.x, and each row's `fetch` smallest. The callers then recompute what the float32
+rounding bound leaves open in float64, so the answers are those of the exact distances.
+
+Finding a row's `fetch` smallest of n entries without a partition of the whole row: the columns
+are split into G interleaved groups (column j in group j mod G), whose minima one strided SIMD
+reduction gives. The `fetch` groups with the smallest minima hold, between them, at least `fetch`
+entries at or below the largest of those minima, and no other group holds an entry below it, so
+the row's `fetch` smallest lie in those groups: only fetch * n / G entries are gathered and
+partitioned. Every entry left out is >= the last one fetched (a true prefix of the sorted row),
+which is what the callers' completeness checks rely on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GROUPS = 256  # interleaved column groups per row
+BLOCK_BYTES = 32 << 20  # one float32 block of the distance matrix
+
+
+def nearest_candidates(queries: np.ndarray, points: np.ndarray, fetch: int, self_start: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(sq, idx), each (q, fetch): the `fetch` smallest float32-expansion squared distances from
+    each query to `points`, ascending (float64 copies of the float32 values), and their rows.
+    With `self_start`, query i is points[self_start + i] and is left out of its own list.
+    Both inputs are C-contiguous float32 (n, d)."""
+    q, n = len(queries), len(points)
+    available = n - (1 if self_start is not None else 0)
+    if not 1 <= fetch <= available:
+        raise ValueError(f"fetch={fetch} needs between 1 and {available} candidates")
+    groups = GROUPS if n >= 4 * GROUPS else 1
+    width = -(-n // groups) * groups  # padded to whole groups with +inf
+    d = points.shape[1]
+    # Augmented operands: [-2q, 1] . [x, |x|^2] = |x|^2 - 2 q.x, the row's ranking key, straight
+    # out of the GEMM (no pass over the block); |q|^2 is added to the few entries kept.
+    points_aug_t = np.empty((d + 1, n), dtype=np.float32)
+    points_aug_t[:d] = points.T
+    points_aug_t[d] = np.einsum("ij,ij->i", points, points)
+    queries_aug = np.empty((q, d + 1), dtype=np.float32)
+    np.multiply(queries, -2.0, out=queries_aug[:, :d])
+    queries_aug[:, d] = 1.0
+    q_sq = np.einsum("ij,ij->i", queries, queries)
+    rows = max(1, min(q, BLOCK_BYTES // (4 * width)))
+    buffer = np.full((rows, width), np.inf, dtype=np.float32)
+    sq = np.empty((q, fetch), dtype=np.float64)
+    idx = np.empty((q, fetch), dtype=np.int64)
+    for start in range(0, q, rows):
+        stop = min(q, start + rows)
+        b = stop - start
+        block = buffer[:b]
+        np.matmul(queries_aug[start:stop], points_aug_t, out=block[:, :n])
+        if self_start is not None:
+            block[np.arange(b), np.arange(self_start + start, self_start + stop)] = np.inf
+        cols = _smallest_columns(block, fetch, groups)
+        vals = np.take_along_axis(block, cols, axis=1) + q_sq[start:stop, None]  # float32, as the expansion
+        order = np.argsort(vals, axis=1, kind="stable")
+        sq[start:stop] = np.take_along_axis(vals, order, axis=1)
+        idx[start:stop] = np.take_along_axis(cols, order, axis=1)
+    return sq, idx
+
+
+def _smallest_columns(block: np.ndarray, fetch: int, groups: int) -> np.ndarray:
+    """Column indices of each row's `fetch` smallest entries (unordered), via group minima."""
+    b, width = block.shape
+    if groups == 1 or fetch * width // groups >= width // 2:
+        return np.argpartition(block, fetch - 1, axis=1)[:, :fetch]
+    per_group = width // groups
+    minima = block.reshape(b, per_group, groups).min(axis=1)  # (b, groups): strided SIMD minimum
+    chosen = np.argpartition(minima, fetch - 1, axis=1)[:, :fetch]  # (b, fetch) group ids
+    gathered = (chosen[:, :, None] + groups * np.arange(per_group)[None, None, :]).reshape(b, -1)
+    values = np.take_along_axis(block, gathered, axis=1)
+    best = np.argpartition(values, fetch - 1, axis=1)[:, :fetch]
+    return np.take_along_axis(gathered, best, axis=1)
+
+
+def blas_description() -> str:
+    """The BLAS numpy's products run on, with its kernel (report.json `index.blas`)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        for info in threadpool_info():
+            if info.get("user_api") == "blas" and "numpy" in str(info.get("filepath", "")):
+                return f"{info.get('internal_api')} {info.get('version')} ({info.get('architecture')} kernel)"
+    except Exception:  # threadpoolctl missing or failing: the description is informational only
+        pass
+    return "numpy's BLAS"
