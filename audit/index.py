@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.nearest import nearest_candidates
+from audit.nearest import Points, expansion_tolerance, nearest_candidates
 
 DEFAULT_QUERY_BATCH = 4096
 BACKENDS = ("numpy", "faiss")
-_GATHER_FLOATS = 1 << 23
 
 
 _EXTRA_CANDIDATES = 8  # beyond k, so float32 near-ties in FAISS cannot push a true neighbour out
@@ -62,6 +61,8 @@ class ExactIndex:
         self.vectors = as_float32_matrix(vectors, "vectors")
         self.backend = backend
         self._index = None
+        self._points = Points(self.vectors) if backend == "numpy" else None
+        self._max_sq_norm = float(np.einsum("ij,ij->i", self.vectors, self.vectors).max()) if len(self.vectors) else 0.0
         if backend == "faiss":
             import faiss
 
@@ -101,29 +102,38 @@ class ExactIndex:
         sq_distances = np.empty((n, k), dtype=np.float64)
         indices = np.empty((n, k), dtype=np.int64)
         fetch = min(k + (1 if exclude_self else 0) + _EXTRA_CANDIDATES, self.ntotal)
-        # Bound the (rows, fetch, d) float64 gather of the distance refinement to about 64 MB.
-        batch_size = max(1, min(batch_size, _GATHER_FLOATS // (fetch * self.dim)))
+        q_sq = np.einsum("ij,ij->i", queries, queries).astype(np.float64)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             block = queries[start:stop]
             if self._index is not None:
-                _, idx = self._index.search(block, fetch)
+                approx, idx = self._index.search(block, fetch)
                 if exclude_self:
-                    idx = _drop_self(idx, np.arange(start, stop))
+                    keep = not_self(idx, np.arange(start, stop))
+                    approx = approx[keep].reshape(len(idx), -1)
+                    idx = idx[keep].reshape(len(idx), -1)
             else:
-                _, idx = nearest_candidates(block, self.vectors, fetch - (1 if exclude_self else 0),
-                                            self_start=start if exclude_self else None)
-            sq = self._exact_sq_distances(block, idx)
+                approx, idx = nearest_candidates(block, self._points, fetch - (1 if exclude_self else 0),
+                                                 self_start=start if exclude_self else None)
+            sq = self._refine(block, approx.astype(np.float64), idx, k, q_sq[start:stop])
             # Ties broken by index, like a stable sort of the full distance row.
             order = np.lexsort((idx, sq), axis=1)[:, :k]
             sq_distances[start:stop] = np.take_along_axis(sq, order, axis=1)
             indices[start:stop] = np.take_along_axis(idx, order, axis=1)
         return Neighbors(sq_distances, indices)
 
-    def _exact_sq_distances(self, block: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def _refine(self, block: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, q_sq: np.ndarray
+                ) -> np.ndarray:
+        """Exact squared distances of the candidates that can still be among the k nearest (within
+        the float32 rounding bound of the k-th approximate one); +inf for the rest, which are
+        farther than k others for sure."""
+        tol = expansion_tolerance(q_sq, self._max_sq_norm, self.dim)
+        rows, cols = np.nonzero(approx <= approx[:, k - 1:k] + 2 * tol[:, None])
         # Direct float64 differences: exact duplicates give exactly 0, unlike the norm expansion.
-        diff = self.vectors[idx].astype(np.float64) - block[:, None, :].astype(np.float64)
-        return np.einsum("nkd,nkd->nk", diff, diff)
+        diff = self.vectors[idx[rows, cols]].astype(np.float64) - block[rows].astype(np.float64)
+        sq = np.full(approx.shape, np.inf)
+        sq[rows, cols] = np.einsum("nd,nd->n", diff, diff)
+        return sq
 
 
 def not_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -132,7 +142,3 @@ def not_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
     is_self = idx == rows[:, None]
     is_self[~is_self.any(axis=1), -1] = True
     return ~is_self
-
-
-def _drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return idx[not_self(idx, rows)].reshape(idx.shape[0], idx.shape[1] - 1)

@@ -23,24 +23,44 @@ GROUPS = 256  # interleaved column groups per row
 BLOCK_BYTES = 32 << 20  # one float32 block of the distance matrix
 
 
-def nearest_candidates(queries: np.ndarray, points: np.ndarray, fetch: int, self_start: int | None = None
+_U = 2.0**-24  # float32 unit roundoff
+
+
+def expansion_tolerance(query_sq_norms: np.ndarray, max_point_sq_norm: float, d: int) -> np.ndarray:
+    """Bound on the float32 error of |q|^2 + |x|^2 - 2 q.x (length-d products): twice the classical
+    gamma_(d+4) (|q| + |x|)^2, per query."""
+    gamma = 2.0 * (d + 4) * _U / (1.0 - (d + 4) * _U)
+    return gamma * (np.sqrt(query_sq_norms) + np.sqrt(max_point_sq_norm)) ** 2
+
+
+class Points:
+    """A set to search, prepared once: [x, |x|^2] transposed, the GEMM's right operand."""
+
+    def __init__(self, points: np.ndarray):
+        self.vectors = points
+        n, d = points.shape
+        self.aug_t = np.empty((d + 1, n), dtype=np.float32)
+        self.aug_t[:d] = points.T
+        self.aug_t[d] = np.einsum("ij,ij->i", points, points)
+        self.max_sq_norm = float(self.aug_t[d].max()) if n else 0.0
+
+
+def nearest_candidates(queries: np.ndarray, points: np.ndarray | Points, fetch: int, self_start: int | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(sq, idx), each (q, fetch): the `fetch` smallest float32-expansion squared distances from
     each query to `points`, ascending (float64 copies of the float32 values), and their rows.
     With `self_start`, query i is points[self_start + i] and is left out of its own list.
-    Both inputs are C-contiguous float32 (n, d)."""
-    q, n = len(queries), len(points)
+    Inputs are C-contiguous float32 (n, d); `points` may be prepared once (`Points`)."""
+    prepared = points if isinstance(points, Points) else Points(points)
+    q, n = len(queries), len(prepared.vectors)
     available = n - (1 if self_start is not None else 0)
     if not 1 <= fetch <= available:
         raise ValueError(f"fetch={fetch} needs between 1 and {available} candidates")
     groups = GROUPS if n >= 4 * GROUPS else 1
     width = -(-n // groups) * groups  # padded to whole groups with +inf
-    d = points.shape[1]
+    d = queries.shape[1]
     # Augmented operands: [-2q, 1] . [x, |x|^2] = |x|^2 - 2 q.x, the row's ranking key, straight
     # out of the GEMM (no pass over the block); |q|^2 is added to the few entries kept.
-    points_aug_t = np.empty((d + 1, n), dtype=np.float32)
-    points_aug_t[:d] = points.T
-    points_aug_t[d] = np.einsum("ij,ij->i", points, points)
     queries_aug = np.empty((q, d + 1), dtype=np.float32)
     np.multiply(queries, -2.0, out=queries_aug[:, :d])
     queries_aug[:, d] = 1.0
@@ -53,7 +73,7 @@ def nearest_candidates(queries: np.ndarray, points: np.ndarray, fetch: int, self
         stop = min(q, start + rows)
         b = stop - start
         block = buffer[:b]
-        np.matmul(queries_aug[start:stop], points_aug_t, out=block[:, :n])
+        np.matmul(queries_aug[start:stop], prepared.aug_t, out=block[:, :n])
         if self_start is not None:
             block[np.arange(b), np.arange(self_start + start, self_start + stop)] = np.inf
         cols = _smallest_columns(block, fetch, groups)
