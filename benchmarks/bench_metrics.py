@@ -77,6 +77,10 @@ def worker(method: str, n: int) -> None:
         from audit.metrics import prdc
 
         values = prdc(x, y, 5)
+    elif method == "compare":  # every metric of the report
+        from audit.metrics import compare
+
+        values = {name: m.value for name, m in compare(x, y, 5).metrics.items() if name in ("precision", "fd", "cmmd")}
     else:
         from prdc import compute_prdc
 
@@ -86,7 +90,7 @@ def worker(method: str, n: int) -> None:
     seconds = time.perf_counter() - start
     out = {"method": method, "n": n, "seconds": seconds, "peak_rss_mib": peak_rss_mib(),
            "peak_above_data_mib": peak_rss_mib() - base, "values": values}
-    if method == "madaudit":
+    if method in ("madaudit", "compare"):
         out["matrix_products_seconds"] = matrix_products(x, y)
     print(json.dumps(out))
 
@@ -102,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,50000")
     parser.add_argument("--prdc-size", type=int, default=10000, help="size at which prdc 0.2 runs (0 to skip)")
+    parser.add_argument("--compare", action="store_true", help="also time `compare` (every metric)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -114,6 +119,10 @@ def main() -> None:
         ours = run_worker("madaudit", n)
         ratio = ours["seconds"] / ours["matrix_products_seconds"]
         print(json.dumps({**ours, "ratio_to_matrix_products": round(ratio, 3)}), flush=True)
+        if args.compare:
+            every = run_worker("compare", n)
+            ratio = every["seconds"] / every["matrix_products_seconds"]
+            print(json.dumps({**every, "ratio_to_matrix_products": round(ratio, 3)}), flush=True)
         if n == args.prdc_size:
             try:
                 theirs = run_worker("prdc", n)
