@@ -130,7 +130,6 @@ def scan(
     folder). `detector`: a detector.json path or a `SupervisedProbe`. `policy`: default
     `load_policy()` (madaudit.toml / pyproject.toml in the working directory, else defaults).
     Raises `InputProblem` for unusable inputs."""
-    from audit import projector
     from audit.metrics import compare
     from detectors.base import ModelMismatch
     from detectors.fraction import estimate_fraction

@@ -136,7 +136,7 @@ def scan_folder(root: str | os.PathLike, max_file_mb: float = DEFAULT_MAX_FILE_M
                 if outside:
                     skipped.append(Skipped(key + "/", SYMLINK_OUTSIDE_ROOT, "a symlink to a folder outside the root"))
                 elif (ident := _dir_id(entry.path)) in seen_dirs:
-                    skipped.append(Skipped(key + "/", SYMLINK_LOOP, "a folder already listed (symlink loop)"))
+                    skipped.append(Skipped(key + "/", SYMLINK_LOOP, "a folder already listed through another path (a symlink loop or a second link)"))
                 else:
                     seen_dirs.add(ident)
                     stack.append((entry.path, key + "/", name_clean))

@@ -64,6 +64,7 @@ class LoadedSide:
     image_root: str | None = None  # where the keys resolve to image files, if anywhere
     listing: FolderScan | None = field(default=None, repr=False)
     max_file_mb: float = files.DEFAULT_MAX_FILE_MB
+    _by_key: dict[str, ImageFile] | None = field(default=None, init=False, repr=False)
 
     def image_bytes(self, key: str) -> bytes | None:
         """The image bytes behind `key`, only from an item the listing itself found, or a key that
@@ -71,7 +72,7 @@ class LoadedSide:
         cap = int(self.max_file_mb * 1024 * 1024)
         item: ImageFile | None = None
         if self.listing is not None:
-            if not hasattr(self, "_by_key"):
+            if self._by_key is None:
                 self._by_key = {f.key: f for f in self.listing.files}
             item = self._by_key.get(key)
         elif self.kind == "embedding_folder" and self.image_root is not None:

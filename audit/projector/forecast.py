@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from audit.balls import grouped_ball_membership, knn_sq_radii
+from audit.balls import grouped_ball_membership
 from audit.index import as_float32_matrix
 from audit.limits import check_forecast
 from audit.projector.closed_forms import FrechetForecast
-from audit.projector.loops import LOOPS, METRICS, simulate
+from audit.projector.loops import LOOPS, simulate
 from audit.projector.standins import MODELS, ReferenceSpace, make_stand_in
 
 AUTO_ORDER = ("gmm", "gaussian", "categorical")  # richest parametric model first
