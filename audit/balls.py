@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.index import as_float32_matrix
-from audit.nearest import nearest_candidates
+from audit.nearest import expansion_tolerance, nearest_candidates
 
 _U = 2.0**-24  # float32 unit roundoff
 _BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix
@@ -101,7 +101,7 @@ def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
     x64 = x.astype(np.float64)
     norms = np.einsum("ij,ij->i", x64, x64)
     # float32 expansion error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2, bounded per row.
-    tol = (_gamma(d + 4) * (np.sqrt(norms) + np.sqrt(norms.max())) ** 2).reshape(kth.shape)
+    tol = expansion_tolerance(norms, norms.max(), d).reshape(kth.shape)
     low, high = (kth - 2 * tol)[:, :, None], (kth + 2 * tol)[:, :, None]
     sure = np.count_nonzero(approx < low, axis=2).reshape(n)  # surely among the k nearest
     g, r, c = np.nonzero((approx >= low) & (approx <= high))  # may be the k-th: compute exactly
@@ -122,7 +122,7 @@ def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, grou
     x64 = x.astype(np.float64)
     norms = np.einsum("ij,ij->i", x64, x64)
     # float32 expansion error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2.
-    tol = _gamma(d + 4) * (np.sqrt(norms) + np.sqrt(norms.max())) ** 2
+    tol = expansion_tolerance(norms, norms.max(), d)
     kth = approx[:, k - 1]
     sure = approx < (kth - 2 * tol)[:, None]  # surely among the k nearest
     unsure = ~sure & (approx <= (kth + 2 * tol)[:, None])  # may be the k-th: compute exactly

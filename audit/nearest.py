@@ -42,7 +42,6 @@ class Points:
         self.aug_t = np.empty((d + 1, n), dtype=np.float32)
         self.aug_t[:d] = points.T
         self.aug_t[d] = np.einsum("ij,ij->i", points, points)
-        self.max_sq_norm = float(self.aug_t[d].max()) if n else 0.0
 
 
 def nearest_candidates(queries: np.ndarray, points: np.ndarray | Points, fetch: int, self_start: int | None = None

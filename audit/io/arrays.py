@@ -131,15 +131,3 @@ def load_matrix(path: str | os.PathLike) -> np.ndarray:
     out = np.empty(header.shape, dtype=np.float32)
     read_checked(header, out)
     return out
-
-
-def checked_matrix(vectors, name: str) -> np.ndarray:
-    """An in-memory array (Python API inputs) as float32 (n, d), checked like a file."""
-    array = np.asarray(vectors)
-    if array.dtype.hasobject or array.dtype.kind not in "fiu":
-        raise ArrayProblem(f"{name}: dtype {array.dtype} is not a real number type")
-    if array.ndim != 2:
-        raise ArrayProblem(f"{name}: expected a 2-D array (n, d), got shape {array.shape}")
-    out = np.empty(array.shape, dtype=np.float32)
-    copy_checked(array, out, name)
-    return out
