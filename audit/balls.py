@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.index import as_float32_matrix
-from audit.nearest import expansion_tolerance, nearest_candidates
+from audit.nearest import exact_sq, expansion_tolerance, nearest_candidates, sq_norms
 
 _U = 2.0**-24  # float32 unit roundoff
 _BLOCK_BYTES = 8 << 20  # one float32 block of the distance matrix
@@ -98,15 +98,14 @@ def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
     diagonal = np.arange(group)
     approx[:, diagonal, diagonal] = np.inf
     kth = np.partition(approx, k - 1, axis=2)[:, :, k - 1].astype(np.float64)
-    x64 = x.astype(np.float64)
-    norms = np.einsum("ij,ij->i", x64, x64)
+    norms = sq_norms(x)
     # float32 expansion error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2, bounded per row.
     tol = expansion_tolerance(norms, norms.max(), d).reshape(kth.shape)
     low, high = (kth - 2 * tol)[:, :, None], (kth + 2 * tol)[:, :, None]
     sure = np.count_nonzero(approx < low, axis=2).reshape(n)  # surely among the k nearest
     g, r, c = np.nonzero((approx >= low) & (approx <= high))  # may be the k-th: compute exactly
     rows, cols = g * group + r, g * group + c
-    exact = _exact_sq(x64, x64, rows, cols)
+    exact = exact_sq(x, x, rows, cols)
     order = np.lexsort((exact, rows))
     first = np.searchsorted(rows[order], np.arange(n))
     return exact[order][first + (k - sure) - 1]
@@ -119,8 +118,7 @@ def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, grou
     with the k-th within the rounding bound are recomputed; a row whose ties may reach past the
     fetched candidates is brute-forced within its group."""
     n, d = x.shape
-    x64 = x.astype(np.float64)
-    norms = np.einsum("ij,ij->i", x64, x64)
+    norms = sq_norms(x)
     # float32 expansion error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2.
     tol = expansion_tolerance(norms, norms.max(), d)
     kth = approx[:, k - 1]
@@ -130,13 +128,13 @@ def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, grou
 
     rows, cols = np.nonzero(unsure)
     exact = np.full(approx.shape, np.inf)
-    exact[rows, cols] = _exact_sq(x64, x64, rows, idx[rows, cols])
+    exact[rows, cols] = exact_sq(x, x, rows, idx[rows, cols])
     exact.sort(axis=1)
     need = k - sure.sum(axis=1)  # the k-th overall is this order statistic among the unsure ones
     radii = exact[np.arange(n), need - 1]
     for i in np.flatnonzero(~complete):  # a wall of ties beyond what was fetched: brute force
         peers = np.arange(i // group * group, (i // group + 1) * group)
-        row = _exact_sq(x64, x64, np.full(group, i), peers)
+        row = exact_sq(x, x, np.full(group, i), peers)
         row[i - peers[0]] = np.inf
         radii[i] = np.partition(row, k - 1)[k - 1]
     return radii
@@ -154,68 +152,111 @@ def grouped_ball_membership(reference: np.ndarray, ref_sq_radii: np.ndarray, can
 
 def _membership(x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray | None, k: int,
                 group: int | None = None) -> BallMembership:
-    """The cross pass. Without candidate radii (ry2 None) recall is skipped (left all False).
-    With `group`, y is a stack of sets of that many rows, answered set by set."""
+    """The cross pass on its own (see `CrossMembership`). With `group`, y is a stack of sets of
+    that many rows, answered set by set."""
     n, d = x.shape
     m = y.shape[0]
-    x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    nx = np.einsum("ij,ij->i", x64, x64)
-    ny = np.einsum("ij,ij->i", y64, y64)
-
-    # Augmented operands: (y_aug . x_aug) = |y|^2 + |x|^2 - r_x^2 - 2 y.x = d^2 - r_x^2.
+    cross = CrossMembership(x, y, rx2, ry2, group)
+    # Augmented operands: [y, 1, |y|^2] . [-2x, |x|^2, 1] = d^2 in one GEMM, whose error is at most
+    # gamma_(d+2) sum_t |a_t b_t| <= gamma_(d+2) (|x| + |y|)^2 (also covering the float32
+    # rounding of the two extra columns).
     x_aug_t = np.empty((d + 2, n), dtype=np.float32)
     x_aug_t[:d] = -2.0 * x.T
-    x_aug_t[d] = nx - rx2
+    x_aug_t[d] = cross.nx
     x_aug_t[d + 1] = 1.0
     y_aug = np.empty((m, d + 2), dtype=np.float32)
     y_aug[:, :d] = y
     y_aug[:, d] = 1.0
-    y_aug[:, d + 1] = ny
-    ry2_f32 = ry2.astype(np.float32) if ry2 is not None else None
+    y_aug[:, d + 1] = cross.ny
+    max_x = float(np.sqrt(cross.nx.max()))
+    for start, stop in _blocks(m, cross.group, max(1, _BLOCK_BYTES // (4 * n))):
+        sq = y_aug[start:stop] @ x_aug_t  # (b, n): d^2
+        reach = (float(np.sqrt(cross.ny[start:stop].max())) + max_x) ** 2
+        cross.add(sq, _gamma(d + 4) * reach, start, stop)
+    return cross.result(k)
 
-    # Error of one entry <= gamma_(d+4) * sum_t |a_t b_t| <= gamma (nx + |nx - rx2| + 2 ny), which
-    # also covers the float32 rounding of the two extra columns. Recall shifts by -r_y^2 in
-    # float32 and by +r_x^2 in float64: near the boundary one more rounding of size r^2.
-    bound_x = float(np.max(nx + np.abs(nx - rx2)))
-    shift = 4.0 * _U * float(max(rx2.max(), ry2.max() if ry2 is not None else 0.0))
 
-    def block(start: int, stop: int):
-        s = y_aug[start:stop] @ x_aug_t  # (b, n): d^2 - r_x^2
-        tol = _gamma(d + 4) * (bound_x + 2.0 * float(ny[start:stop].max()))
-        inside = _sign_test(s, tol, lambda j, i: _exact_sq(y64, x64, j + start, i) <= rx2[i])
-        counts = np.count_nonzero(inside, axis=1)
-        set_rows = min(group, stop - start)  # a block holds whole sets or lies within one
-        covered = inside.reshape(-1, set_rows, n).any(axis=1)
+def _float32_below(v: np.ndarray) -> np.ndarray:
+    """Float32 values <= v (rounded toward -inf): a comparison with them stays on the safe side."""
+    f = v.astype(np.float32)
+    return np.where(f > v, np.nextafter(f, np.float32(-np.inf)), f)
+
+
+def _float32_above(v: np.ndarray) -> np.ndarray:
+    f = v.astype(np.float32)
+    return np.where(f < v, np.nextafter(f, np.float32(np.inf)), f)
+
+
+class CrossMembership:
+    """Ball membership between a reference x and a candidate y, accumulated from blocks of
+    approximate squared distances d(y_j, x_i)^2 (rows start:stop of y by all of x, each entry
+    within `tol` of the exact value). Without candidate radii (ry2 None) recall is skipped (left
+    all False). With `group`, y is a stack of sets of that many rows, answered set by set; a block
+    holds whole sets or lies within one."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, rx2: np.ndarray, ry2: np.ndarray | None, group: int | None = None):
+        self.x, self.y = x, y
+        self.nx, self.ny = sq_norms(x), sq_norms(y)
+        self.rx2, self.ry2 = rx2, ry2
+        self.ry2_f32 = ry2.astype(np.float32) if ry2 is not None else None
+        m, n = len(y), len(x)
+        self.group = group or m
+        self.counts = np.zeros(m, dtype=np.int64)
+        self.covered = np.zeros((m // self.group, n), dtype=bool)
+        self.in_cand_ball = np.zeros((m // self.group, n), dtype=bool)
+        self._tol = None
+
+    def add(self, sq: np.ndarray, tol: float, start: int, stop: int, scratch: np.ndarray | None = None) -> None:
+        """One block (`sq` is left as it is; `scratch`, of its shape, is used if given)."""
+        rx2, ry2, n = self.rx2, self.ry2, sq.shape[1]
+        if self._tol != tol:  # float32 thresholds that settle every entry farther than tol from r_x^2
+            self._tol, self._sure_in, self._maybe_in = tol, _float32_below(rx2 - tol), _float32_above(rx2 + tol)
+        inside = sq <= self._sure_in
+        unsure = sq <= self._maybe_in
+        np.not_equal(unsure, inside, out=unsure)
+        rows = np.flatnonzero(unsure.any(axis=1))
+        if len(rows):
+            j, i = np.nonzero(unsure[rows])
+            inside[rows[j], i] = exact_sq(self.y, self.x, rows[j] + start, i) <= rx2[i]
+        self.counts[start:stop] = _row_counts(inside)
+        set_rows = min(self.group, stop - start)
+        sets = slice(start // self.group, start // self.group + (stop - start) // set_rows)
+        self.covered[sets] |= inside.reshape(-1, set_rows, n).any(axis=1)  # a set split over blocks
         if ry2 is None:
-            return counts, covered, np.zeros_like(covered)
+            return
         # Recall needs one bit per (set, reference point): min over the set's rows j of
-        # d^2 - r_y^2 = s + r_x^2 - r_y^2; exact checks only where it is within the bound of zero.
-        s -= ry2_f32[start:stop, None]
-        per_set = s.reshape(-1, set_rows, n)
-        col_min = per_set.min(axis=1) + rx2  # float64
-        in_cand = col_min <= -(tol + shift)
-        unsure_g, unsure_i = np.nonzero(np.abs(col_min) <= tol + shift)
+        # d^2 - r_y(j)^2, computed in float32: beyond tol, the rounding of r_y^2 to float32 and
+        # that of the difference (relative, so small where it matters, near 0).
+        diff = np.subtract(sq, self.ry2_f32[start:stop, None], out=scratch)
+        per_set = diff.reshape(-1, set_rows, n)
+        col_min = per_set.min(axis=1)
+        margin = 1.01 * tol + 4.0 * _U * float(ry2[start:stop].max())
+        in_cand = col_min <= -margin
+        unsure_g, unsure_i = np.nonzero(np.abs(col_min) <= margin)
         if len(unsure_g):
-            u, j = np.nonzero(per_set[unsure_g, :, unsure_i] + rx2[unsure_i, None] <= tol + shift)
+            u, j = np.nonzero(per_set[unsure_g, :, unsure_i] <= margin)
             rows_ = start + unsure_g[u] * set_rows + j
-            hit = _exact_sq(y64, x64, rows_, unsure_i[u]) <= ry2[rows_]
+            hit = exact_sq(self.y, self.x, rows_, unsure_i[u]) <= ry2[rows_]
             in_cand[unsure_g[u][hit], unsure_i[u][hit]] = True
-        return counts, covered, in_cand
+        self.in_cand_ball[sets] |= in_cand
 
-    group = group or m
-    counts = np.zeros(m, dtype=np.int64)
-    covered = np.zeros((m // group, n), dtype=bool)
-    in_cand_ball = np.zeros((m // group, n), dtype=bool)
-    for start, stop in _blocks(m, group, max(1, _BLOCK_BYTES // (4 * n))):
-        c, cov, inc = block(start, stop)
-        counts[start:stop] = c
-        sets = slice(start // group, start // group + len(cov))
-        covered[sets] |= cov  # a set split over blocks is covered if any block covers it
-        in_cand_ball[sets] |= inc
-    cand_radii = np.sqrt(ry2) if ry2 is not None else np.full(m, np.nan)
-    if group == m:  # one candidate set
-        covered, in_cand_ball = covered[0], in_cand_ball[0]
-    return BallMembership(k, np.sqrt(rx2), cand_radii, counts, covered, in_cand_ball)
+    def result(self, k: int) -> BallMembership:
+        m = len(self.counts)
+        cand_radii = np.sqrt(self.ry2) if self.ry2 is not None else np.full(m, np.nan)
+        covered, in_cand_ball = self.covered, self.in_cand_ball
+        if self.group == m:  # one candidate set
+            covered, in_cand_ball = covered[0], in_cand_ball[0]
+        return BallMembership(k, np.sqrt(self.rx2), cand_radii, self.counts, covered, in_cand_ball)
+
+
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """True entries per row of a boolean matrix (bytes summed in uint16 over column chunks that
+    cannot overflow it: several times faster than count_nonzero along an axis)."""
+    as_bytes = mask.view(np.uint8)
+    total = np.zeros(len(mask), dtype=np.int64)
+    for c in range(0, mask.shape[1], 65535):
+        total += as_bytes[:, c : c + 65535].sum(axis=1, dtype=np.uint16)
+    return total
 
 
 def _blocks(m: int, group: int, rows: int):
@@ -228,26 +269,3 @@ def _blocks(m: int, group: int, rows: int):
     else:
         for first in range(0, m, group):
             yield from ((s, min(s + rows, first + group)) for s in range(first, first + group, rows))
-
-
-def _sign_test(s: np.ndarray, tol: float, exact) -> np.ndarray:
-    """Boolean s <= 0, exact: entries with |s| <= tol are decided by `exact(rows, cols)`. Such
-    entries are rare, so rows are screened by counts before any index arrays are built."""
-    inside = s <= -tol
-    maybe = np.count_nonzero(s <= tol, axis=1) != np.count_nonzero(inside, axis=1)
-    rows = np.flatnonzero(maybe)
-    if len(rows):
-        sub = s[rows]
-        j, i = np.nonzero((sub > -tol) & (sub <= tol))
-        inside[rows[j], i] = exact(rows[j], i)
-    return inside
-
-
-def _exact_sq(a64: np.ndarray, b64: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """|a_rows - b_cols|^2 in float64, pairwise along the index arrays (chunked)."""
-    out = np.empty(len(rows), dtype=np.float64)
-    step = 4096
-    for s in range(0, len(rows), step):
-        diff = a64[rows[s : s + step]] - b64[cols[s : s + step]]
-        out[s : s + step] = np.einsum("ij,ij->i", diff, diff)
-    return out

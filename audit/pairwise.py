@@ -1,0 +1,139 @@
+"""Every metric that needs pairwise distances, from one blocked pass over them.
+
+Three sweeps of float32 products on numpy's BLAS (`nearest.nearest_candidates`), each block of
+squared distances computed once and read, while it is in cache, by everything that needs it:
+
+- X by X: the reference's k-NN radii, each reference item's nearest other item (the scale of the
+  calibrated duplicate rule), the CMMD kernel sum over reference pairs;
+- Y by Y: the candidate's radii, each candidate item's nearest other candidate item (duplicates
+  within the candidate), the CMMD sum over candidate pairs;
+- Y by X, once both radii are known: ball membership (precision, recall, density, coverage, tail
+  coverage, per-item counts), each candidate item's nearest reference item (copies), the CMMD sum
+  over cross pairs.
+
+Exactness stays that of `balls` and `nearest`: the float32 products are only ever trusted outside
+their rounding bound; radii, nearest neighbours and ball memberships that the bound leaves open are
+recomputed in float64, so they are those of the exact distances. The CMMD sums are float32 terms
+summed in float64, as in `metrics.cmmd`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.balls import BallMembership, CrossMembership, _refine_kth
+from audit.index import as_float32_matrix
+from audit.nearest import Points, exact_nearest, expansion_tolerance, nearest_candidates, sq_norms
+
+EXTRA = 8  # neighbours fetched beyond those needed, so ties within the error bound are seen
+
+
+@dataclass
+class Nearest:
+    """Each item's nearest neighbour in a set: exact squared Euclidean distance (float64) and row."""
+
+    sq: np.ndarray
+    index: np.ndarray
+
+    @property
+    def distance(self) -> np.ndarray:
+        return np.sqrt(self.sq)
+
+
+@dataclass
+class PairwiseSummary:
+    """What one pass over X X^T, Y Y^T and Y X^T yields (X the reference, Y the candidate)."""
+
+    membership: BallMembership
+    reference_nearest: Nearest  # nearest other reference item
+    candidate_nearest: Nearest  # nearest other candidate item (empty with one candidate item)
+    candidate_to_reference: Nearest  # nearest reference item of each candidate item
+    rbf_deficits: dict[str, float] | None  # sums over all ordered pairs of 1 - exp(-gamma d^2)
+    rbf_gamma: float | None
+
+
+class RbfDeficitSum:
+    """Consumer: adds up 1 - exp(-gamma d^2) over a block (expm1: the 1s that cancel in MMD are
+    never added). Self pairs (d = 0, term 0) are set to exactly 0."""
+
+    def __init__(self, gamma: float, self_pass: bool):
+        self.gamma, self.self_pass, self.total = gamma, self_pass, 0.0
+        self._buffer = np.empty(0, dtype=np.float32)
+
+    def __call__(self, sq: np.ndarray, start: int, stop: int) -> None:
+        t = _scratch(self, sq.shape)
+        np.multiply(sq, -self.gamma, out=t)
+        if self.self_pass:
+            t[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        np.minimum(t, 0.0, out=t)  # float32 rounding can make d^2 slightly negative
+        np.expm1(t, out=t)
+        self.total -= float(t.sum(dtype=np.float64))
+
+
+class MembershipConsumer:
+    """Consumer: feeds the blocks to a `CrossMembership`, with their error bound (the
+    expansion's, which covers adding |y|^2 to the product)."""
+
+    def __init__(self, cross: CrossMembership, d: int):
+        self.cross, self.d = cross, d
+        self.max_x_sq = float(cross.nx.max())
+        self._buffer = np.empty(0, dtype=np.float32)
+
+    def __call__(self, sq: np.ndarray, start: int, stop: int) -> None:
+        max_y_sq = np.array([self.cross.ny[start:stop].max()])
+        tol = float(expansion_tolerance(max_y_sq, self.max_x_sq, self.d)[0])
+        self.cross.add(sq, tol, start, stop, scratch=_scratch(self, sq.shape))
+
+
+def _scratch(owner, shape: tuple[int, int]) -> np.ndarray:
+    """A reusable float32 buffer of `shape` (blocks shrink only at the end of a sweep)."""
+    size = shape[0] * shape[1]
+    if owner._buffer.size < size:
+        owner._buffer = np.empty(size, dtype=np.float32)
+    return owner._buffer[:size].reshape(shape)
+
+
+def pairwise_summary(reference: np.ndarray, candidate: np.ndarray, k: int = 5, rbf_gamma: float | None = None
+                     ) -> PairwiseSummary:
+    """One pass over the three distance matrices (see the module docstring). `rbf_gamma`: also sum
+    the Gaussian-kernel deficits CMMD needs."""
+    x = as_float32_matrix(reference, "reference")
+    y = as_float32_matrix(candidate, "candidate")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"reference has dimension {x.shape[1]}, candidate {y.shape[1]}")
+    if min(len(x), len(y)) <= k:
+        raise ValueError(f"need more than k={k} items on each side, have {len(x)} and {len(y)}")
+    d = x.shape[1]
+    deficits = {}
+
+    def self_sweep(z: np.ndarray, points: Points, name: str) -> tuple[np.ndarray, Nearest]:
+        consumers = ()
+        if rbf_gamma is not None:
+            consumers = (RbfDeficitSum(rbf_gamma, self_pass=True),)
+        fetch = min(len(z) - 1, k + EXTRA)
+        approx, idx = nearest_candidates(z, points, fetch, self_start=0, consumers=consumers)
+        if consumers:
+            deficits[name] = consumers[0].total
+        radii = _refine_kth(z, approx, idx, k, group=len(z), all_fetched=fetch >= len(z) - 1)
+        norms = sq_norms(z)
+        tol = expansion_tolerance(norms, float(norms.max()), d)
+        return radii, Nearest(*exact_nearest(z, z, approx, idx, tol, self_start=0))
+
+    x_points = Points(x)
+    rx2, reference_nearest = self_sweep(x, x_points, "xx")
+    ry2, candidate_nearest = self_sweep(y, Points(y), "yy")
+
+    cross = CrossMembership(x, y, rx2, ry2)
+    consumers = [MembershipConsumer(cross, d)]
+    if rbf_gamma is not None:
+        consumers.append(RbfDeficitSum(rbf_gamma, self_pass=False))
+    fetch = min(len(x), 1 + EXTRA)
+    approx, idx = nearest_candidates(y, x_points, fetch, consumers=tuple(consumers))
+    if rbf_gamma is not None:
+        deficits["xy"] = consumers[1].total
+    tol = expansion_tolerance(cross.ny, float(cross.nx.max()), d)
+    candidate_to_reference = Nearest(*exact_nearest(y, x, approx, idx, tol))
+    return PairwiseSummary(cross.result(k), reference_nearest, candidate_nearest, candidate_to_reference,
+                           deficits or None, rbf_gamma)
