@@ -111,16 +111,17 @@ def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
     return exact[order][first + (k - sure) - 1]
 
 
-def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, group: int, all_fetched: bool
-                ) -> np.ndarray:
+def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, group: int, all_fetched: bool,
+                tol: np.ndarray | None = None) -> np.ndarray:
     """Exact k-th smallest squared distance per row, from sorted approximate candidates (float32
     expansion |x|^2 + |y|^2 - 2 x.y, self excluded) and their indices. Only candidates that tie
-    with the k-th within the rounding bound are recomputed; a row whose ties may reach past the
-    fetched candidates is brute-forced within its group."""
+    with the k-th within the rounding bound (`tol` per row, by default that of the expansion on x
+    itself) are recomputed; a row whose ties may reach past the fetched candidates is brute-forced
+    within its group."""
     n, d = x.shape
-    norms = sq_norms(x)
-    # float32 expansion error <= gamma_(d+4) (sqrt(nx) + sqrt(ny))^2.
-    tol = expansion_tolerance(norms, norms.max(), d)
+    if tol is None:
+        norms = sq_norms(x)
+        tol = expansion_tolerance(norms, norms.max(), d)
     kth = approx[:, k - 1]
     sure = approx < (kth - 2 * tol)[:, None]  # surely among the k nearest
     unsure = ~sure & (approx <= (kth + 2 * tol)[:, None])  # may be the k-th: compute exactly

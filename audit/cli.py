@@ -96,6 +96,23 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose}
 
 
+def duplicate_options(f):
+    """How near duplicates are called (`audit.duplicates`), for `metrics` and `scan`."""
+    options = [
+        click.option("--duplicates", default="calibrated", show_default=True, type=click.Choice(["calibrated", "cosine"]),
+                     help="calibrated: as close as the --duplicate-quantile of the reference's own nearest-neighbour "
+                          "distances; cosine: cosine similarity >= --duplicate-cosine."),
+        click.option("--duplicate-quantile", default=0.001, show_default=True,
+                     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="Quantile of the reference's nearest-neighbour distances (the calibrated rule)."),
+        click.option("--duplicate-cosine", default=0.95, show_default=True, type=click.FloatRange(-1, 1),
+                     help="Cosine similarity threshold (the cosine rule)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def model_options(f):
     """Options shared by every command that may embed images."""
     from audit.embedding import DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -172,14 +189,14 @@ def embed(source, out, **flags):
 @click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]), help="Neighbours for the k-NN radii.")
 @click.option("--tail-q", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Share of the reference (the sparsest points) that tail coverage looks at.")
-@click.option("--duplicate-threshold", default=0.95, show_default=True, type=click.FloatRange(-1, 1),
-              help="Cosine similarity at which two items count as near duplicates.")
+@duplicate_options
 @click.option("--clusters", default=None, type=click.IntRange(min=2),
               help="k-means clusters for the cluster tail mass [default: N/50, between 2 and 50].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of a table.")
 @model_options
-def metrics(reference, candidate, k, tail_q, duplicate_threshold, clusters, seed, as_json, **flags):
+def metrics(reference, candidate, k, tail_q, duplicates, duplicate_quantile, duplicate_cosine, clusters, seed, as_json,
+            **flags):
     """Compare CANDIDATE with REFERENCE: precision, recall, density, coverage, tail coverage,
     FD, KID, CMMD, Vendi diversity and near duplicates. Each side is an image folder, a .npy
     embedding file or a folder written by `madaudit embed`."""
@@ -189,8 +206,8 @@ def metrics(reference, candidate, k, tail_q, duplicate_threshold, clusters, seed
     options = _embed_options(**flags)
     ref, cand = _load_pair(reference, candidate, options)
     try:
-        result = compare(ref.vectors, cand.vectors, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold,
-                         n_clusters=clusters, seed=seed, reference_keys=ref.keys, candidate_keys=cand.keys)
+        result = compare(ref.vectors, cand.vectors, k=k, tail_q=tail_q, duplicate_rule=duplicates,
+                         duplicate_quantile=duplicate_quantile, duplicate_threshold=duplicate_cosine, n_clusters=clusters, seed=seed, reference_keys=ref.keys, candidate_keys=cand.keys)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     click.echo(result.to_json(indent=2) if as_json else metrics_table(result))
@@ -409,9 +426,11 @@ def gate_flags(f):
               help="Exit 1 when a gate of this severity (or worse) trips; never: always exit 0 after reporting.")
 @click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]))
 @click.option("--seed", default=0, show_default=True, type=int)
+@duplicate_options
 @gate_flags
 @model_options
-def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, **flags):
+def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, duplicates, duplicate_quantile,
+         duplicate_cosine, **flags):
     """Audit CANDIDATE against REFERENCE end to end: embed (cache reused), every metric, the
     synthetic share, the MAD forecast, the policy's gates; write the reports; exit 0 (pass,
     warnings allowed), 1 (a gate failed), 2 (usage or config error) or 3 (input error)."""
@@ -423,7 +442,8 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     if detector_path is not None:
         SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
     options = _embed_options(**flags)
-    result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed)
+    result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed, duplicate_rule=duplicates,
+                       duplicate_quantile=duplicate_quantile, duplicate_threshold=duplicate_cosine)
     written = write_reports(result.to_dict(), out)
     click.echo(verdict_table(result.to_dict()))
     click.echo(f"reports: {', '.join(str(p) for p in written.values())}")

@@ -15,7 +15,8 @@ data, but `<` puts an exact duplicate outside a ball of radius 0, prdc issue #7)
 - CMMD: MMD^2 with a Gaussian kernel, sigma = 10, times 1000 (Jayasumana et al. 2024)
 - Vendi score: exp(entropy of the eigenvalues of K/n), cosine kernel, through the d x d dual
 - near duplicates: candidate items whose nearest other candidate item, or nearest reference item,
-  has cosine similarity >= a threshold (default 0.95)
+  is at most as far as the 0.1% quantile of the reference's own nearest-neighbour distances
+  (or, with the cosine rule, has cosine similarity >= a threshold); see `audit.duplicates`
 
 Every metric comes back as a `Metric` with its value, sizes, parameters, method and (where cheap
 and sound) a 95% interval; `compare` computes them all and serialises to JSON.
@@ -31,7 +32,11 @@ from typing import Any
 import numpy as np
 
 from audit.balls import BallMembership, ball_membership
-from audit.index import ExactIndex, as_float32_matrix
+from audit.clusters import kmeans
+from audit.duplicates import RULES as DUPLICATE_RULES
+from audit.duplicates import NearDuplicates, Pair, _unit_rows, calibrated_duplicates, cosine_duplicates
+from audit.index import as_float32_matrix
+from audit.pairwise import pairwise_summary
 
 CONFIDENCE = 0.95
 _Z = 1.959963984540054  # two-sided 95% normal quantile
@@ -140,15 +145,12 @@ def cluster_tail_mass(reference: np.ndarray, candidate: np.ndarray, n_clusters: 
                       tail_mass: float = 0.1, seed: int = 0) -> Metric:
     """k-means on the reference; the smallest clusters that together hold >= tail_mass of it are
     its tail; value = the candidate's share in those clusters (compare with `reference_share`)."""
-    from sklearn.cluster import KMeans
-
     x = as_float32_matrix(reference, "reference")
     y = as_float32_matrix(candidate, "candidate")
     n_clusters = n_clusters or int(min(50, max(2, len(x) // 50)))
-    kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit(x)
-    ref_sizes = np.bincount(kmeans.labels_, minlength=n_clusters)
-    cand_labels = ExactIndex(kmeans.cluster_centers_).search(y, 1).indices[:, 0]
-    cand_sizes = np.bincount(cand_labels, minlength=n_clusters)
+    clusters = kmeans(x, n_clusters, seed)
+    ref_sizes = clusters.sizes
+    cand_sizes = np.bincount(clusters.assign(y), minlength=n_clusters)
 
     order = np.lexsort((np.arange(n_clusters), ref_sizes))  # smallest first, ties by id
     cumulative = np.cumsum(ref_sizes[order])
@@ -215,11 +217,13 @@ def kid(x: np.ndarray, y: np.ndarray, n_subsets: int = 100, subset_size: int = 1
     """KID: mean and std over subsets of the unbiased MMD^2 with kernel (a.b/d + 1)^3
     (Binkowski et al. 2018; the estimator of clean-fid and torch-fidelity).
 
-    The constant 1 of the kernel cancels exactly in the unbiased estimator, so it is computed on
-    k - 1 = t^3 + 3t^2 + 3t (t = a.b/d). For features whose t is small (CLIP vectors: |t| <= 1/d
-    times the norms' product), t comes from float32 products and the sums are float64: the
-    float32 rounding of t is then far below the estimator's own spread. Other features take the
-    float64 path."""
+    The subsets are drawn once, up front (the same draws, in the same order, as a loop that
+    draws one pair at a time). The constant 1 of the kernel cancels exactly in the unbiased
+    estimator, so it is computed on k - 1 = 3t + t^2 (t + 3), t = a.b/d: the 3t part as
+    3 (sum a).(sum b)/d in float64, the rest element-wise. The within-set products are symmetric
+    (a A^T, one triangle computed). For features whose t is small (CLIP vectors: |t| <= 1/d times
+    the norms' product) t comes from float32 products and the sums are float64: the float32
+    rounding of t is then far below the estimator's own spread. Other features take float64."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     d = x.shape[1]
@@ -228,28 +232,32 @@ def kid(x: np.ndarray, y: np.ndarray, n_subsets: int = 100, subset_size: int = 1
         raise ValueError("KID needs at least 2 items on each side")
     small = float(np.sqrt(np.einsum("ij,ij->i", x, x).max() * np.einsum("ij,ij->i", y, y).max())) / d <= _KID_FLOAT32_T
     dtype = np.float32 if small else np.float64
-    xs, ys = x.astype(dtype), y.astype(dtype)
+    # Scaled by d^-1/2, so a product of two rows is t itself.
+    xs, ys = (x / math.sqrt(d)).astype(dtype), (y / math.sqrt(d)).astype(dtype)
     rng = np.random.default_rng(seed)
+    draws = [(rng.choice(len(x), m, replace=False), rng.choice(len(y), m, replace=False)) for _ in range(n_subsets)]
     values = np.empty(n_subsets)
-    for s in range(n_subsets):
-        a = xs[rng.choice(len(x), m, replace=False)]
-        b = ys[rng.choice(len(y), m, replace=False)]
-        k_aa, k_bb, k_ab = (_poly_minus_one(u @ v.T / d) for u, v in ((a, a), (b, b), (a, b)))
-        off = lambda k: k.sum(dtype=np.float64) - np.trace(k, dtype=np.float64)  # noqa: E731
-        values[s] = (off(k_aa) + off(k_bb)) / (m * (m - 1)) - 2 * k_ab.sum(dtype=np.float64) / (m * m)
+    for s, (ia, ib) in enumerate(draws):
+        a, b = xs[ia], ys[ib]
+        sum_a, sum_b = a.sum(axis=0, dtype=np.float64), b.sum(axis=0, dtype=np.float64)
+        diag_a, diag_b = np.einsum("ij,ij->i", a, a, dtype=np.float64), np.einsum("ij,ij->i", b, b, dtype=np.float64)
+        # off-diagonal sums of k - 1 within each set, and all of them across
+        within_a = 3 * (sum_a @ sum_a - diag_a.sum()) + _cubic_part_sum(a @ a.T) - (diag_a**2 * (diag_a + 3)).sum()
+        within_b = 3 * (sum_b @ sum_b - diag_b.sum()) + _cubic_part_sum(b @ b.T) - (diag_b**2 * (diag_b + 3)).sum()
+        across = 3 * (sum_a @ sum_b) + _cubic_part_sum(a @ b.T)
+        values[s] = (within_a + within_b) / (m * (m - 1)) - 2 * across / (m * m)
     return float(values.mean()), float(values.std())
 
 
 _KID_FLOAT32_T = 0.05  # largest |a.b/d| for which the float32 path is taken
 
 
-def _poly_minus_one(t: np.ndarray) -> np.ndarray:
-    """(t + 1)^3 - 1 = t (t (t + 3) + 3), in place."""
+def _cubic_part_sum(t: np.ndarray) -> float:
+    """sum of t^2 (t + 3) over a matrix of t (overwritten), the sum in float64."""
     u = t + 3
     u *= t
-    u += 3
     u *= t
-    return u
+    return float(u.sum(dtype=np.float64))
 
 
 def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = 10.0, scale: float = 1000.0) -> float:
@@ -258,14 +266,24 @@ def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = 10.0, scale: float = 1000.
 
     Computed as sums of 1 - k (expm1: the constant 1s that cancel are never added, so nothing is
     lost to cancellation), blocked, each within-set block pair once (the kernel is symmetric)."""
-    gamma = 1.0 / (2 * sigma * sigma)
+    gamma = rbf_gamma(sigma)
     x = as_float32_matrix(x, "x")
     y = as_float32_matrix(y, "y")
-    n, m = len(x), len(y)
-    deficit_xx = _rbf_deficit_sum(x, x, gamma, symmetric=True)
-    deficit_yy = _rbf_deficit_sum(y, y, gamma, symmetric=True)
-    deficit_xy = _rbf_deficit_sum(x, y, gamma, symmetric=False)
-    return scale * (2 * deficit_xy / (n * m) - deficit_xx / (n * n) - deficit_yy / (m * m))
+    mean = x.mean(axis=0, dtype=np.float64)  # centred: the expansion of |a - b|^2 keeps its digits
+    x, y = (x - mean).astype(np.float32), (y - mean).astype(np.float32)
+    deficits = {"xx": _rbf_deficit_sum(x, x, gamma, symmetric=True), "yy": _rbf_deficit_sum(y, y, gamma, symmetric=True),
+                "xy": _rbf_deficit_sum(x, y, gamma, symmetric=False)}
+    return cmmd_from_deficits(deficits, len(x), len(y), scale)
+
+
+def rbf_gamma(sigma: float) -> float:
+    return 1.0 / (2 * sigma * sigma)
+
+
+def cmmd_from_deficits(deficits: dict[str, float], n: int, m: int, scale: float = 1000.0) -> float:
+    """scale * MMD^2 from the sums over all ordered pairs of 1 - k within X ("xx"), within Y ("yy")
+    and across ("xy"): MMD^2 = mean k_xx + mean k_yy - 2 mean k_xy, and the 1s cancel."""
+    return scale * (2 * deficits["xy"] / (n * m) - deficits["xx"] / (n * n) - deficits["yy"] / (m * m))
 
 
 def _rbf_deficit_sum(a: np.ndarray, b: np.ndarray, gamma: float, symmetric: bool, block: int = 1024) -> float:
@@ -294,14 +312,6 @@ def _rbf_deficit_sum(a: np.ndarray, b: np.ndarray, gamma: float, symmetric: bool
 # Diversity and duplicates
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("zero vector: cosine similarity is undefined")
-    return x / norms
-
-
 def vendi_score(x: np.ndarray) -> float:
     """Vendi score with the cosine kernel: exp of the Shannon entropy of the eigenvalues of K/n,
     K = Xn Xn^T. The nonzero eigenvalues of K/n equal those of the d x d matrix Xn^T Xn / n."""
@@ -310,33 +320,6 @@ def vendi_score(x: np.ndarray) -> float:
     eig = eig[eig > 0]
     eig /= eig.sum()
     return float(np.exp(-(eig * np.log(eig)).sum()))
-
-
-@dataclass
-class NearDuplicates:
-    """Candidate items whose nearest neighbour (in the candidate itself, or in the reference) has
-    cosine similarity >= threshold. `pairs`: (candidate row, matched row, cosine), one per item."""
-
-    threshold: float
-    within_candidate: list[tuple[int, int, float]]
-    copies_of_reference: list[tuple[int, int, float]]
-
-
-def near_duplicates(reference: np.ndarray, candidate: np.ndarray, threshold: float = 0.95) -> NearDuplicates:
-    """Exact: on unit vectors the nearest neighbour in Euclidean distance is the one with the
-    highest cosine, and the cosine of each nearest pair is recomputed in float64."""
-    xn = _unit_rows(reference)
-    yn = _unit_rows(candidate)
-    within = ExactIndex(yn).self_search(1).indices[:, 0] if len(yn) > 1 else np.zeros(0, np.int64)
-    cross = ExactIndex(xn).search(yn, 1).indices[:, 0]
-    rows = np.arange(len(yn))
-
-    def flagged(match: np.ndarray, other: np.ndarray) -> list[tuple[int, int, float]]:
-        cos = np.einsum("ij,ij->i", yn[rows[: len(match)]], other[match])
-        keep = np.flatnonzero(cos >= threshold)
-        return [(int(j), int(match[j]), float(cos[j])) for j in keep]
-
-    return NearDuplicates(threshold, flagged(within, yn), flagged(cross, xn))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,10 +340,10 @@ class Comparison:
     max_pairs: int = 1000
 
     def to_dict(self) -> dict[str, Any]:
-        def pairs(items, other_keys):
-            shown = sorted(items, key=lambda p: -p[2])[: self.max_pairs]
-            return [{"candidate": self._key(self.candidate_keys, j), "match": self._key(other_keys, i),
-                     "cosine": c} for j, i, c in shown]
+        def pairs(items: list[Pair], other_keys):
+            shown = sorted(items, key=lambda p: (p.distance, p.candidate))[: self.max_pairs]
+            return [{"candidate": self._key(self.candidate_keys, p.candidate), "match": self._key(other_keys, p.match),
+                     "distance": p.distance, "cosine": p.cosine} for p in shown]
 
         dup = self.duplicates
         return {
@@ -369,7 +352,11 @@ class Comparison:
             "dim": self.dim,
             "metrics": {name: m.to_dict() for name, m in self.metrics.items()},
             "near_duplicates": {
+                "rule": dup.rule,
                 "threshold": dup.threshold,
+                "quantile": dup.quantile,
+                "reference_rate": dup.reference_rate,
+                "description": dup.describe(),
                 "within_candidate": pairs(dup.within_candidate, self.candidate_keys),
                 "copies_of_reference": pairs(dup.copies_of_reference, self.reference_keys),
                 "pairs_shown_at_most": self.max_pairs,
@@ -389,6 +376,8 @@ def compare(
     candidate: np.ndarray,
     k: int = 5,
     tail_q: float = 0.1,
+    duplicate_rule: str = "calibrated",
+    duplicate_quantile: float = 0.001,
     duplicate_threshold: float = 0.95,
     n_clusters: int | None = None,
     kid_subsets: int = 100,
@@ -397,7 +386,12 @@ def compare(
     reference_keys: list[str] | None = None,
     candidate_keys: list[str] | None = None,
 ) -> Comparison:
-    """Every metric of the module docstring for reference (N, d) vs candidate (M, d)."""
+    """Every metric of the module docstring for reference (N, d) vs candidate (M, d). Everything
+    that needs pairwise distances comes from one pass over them (`pairwise.pairwise_summary`).
+    Near duplicates: `duplicate_rule` "calibrated" (the `duplicate_quantile` of the reference's
+    nearest-neighbour distances) or "cosine" (`duplicate_threshold`), see `audit.duplicates`."""
+    if duplicate_rule not in DUPLICATE_RULES:
+        raise ValueError(f"unknown duplicate rule '{duplicate_rule}': use {' or '.join(DUPLICATE_RULES)}")
     x = as_float32_matrix(reference, "reference")
     y = as_float32_matrix(candidate, "candidate")
     if x.shape[1] != y.shape[1]:
@@ -409,23 +403,34 @@ def compare(
             raise ValueError(f"{name}_keys has {len(keys)} entries for {len(arr)} vectors")
     sizes = {"reference": len(x), "candidate": len(y)}
 
-    metrics = fidelity_metrics(ball_membership(x, y, k), tail_q)
+    sigma = 10.0
+    summary = pairwise_summary(x, y, k, rbf_gamma=rbf_gamma(sigma))
+    metrics = fidelity_metrics(summary.membership, tail_q)
     metrics["cluster_tail_mass"] = cluster_tail_mass(x, y, n_clusters, seed=seed)
     metrics["fd"] = Metric(frechet_distance(x, y), "Frechet distance of Gaussians fitted to the features", sizes)
     kid_mean, kid_std = kid(x, y, kid_subsets, kid_subset_size, seed)
     metrics["kid"] = Metric(kid_mean, "unbiased MMD^2, polynomial kernel (x.y/d + 1)^3", sizes, params={
         "subsets": kid_subsets, "subset_size": min(kid_subset_size, len(x), len(y)), "std": kid_std, "seed": seed})
-    metrics["cmmd"] = Metric(cmmd(x, y), "MMD^2 (all pairs), Gaussian kernel, x1000", sizes,
-                             params={"sigma": 10.0, "scale": 1000.0})
+    metrics["cmmd"] = Metric(cmmd_from_deficits(summary.rbf_deficits, len(x), len(y)),
+                             "MMD^2 (all pairs), Gaussian kernel, x1000", sizes, params={"sigma": sigma, "scale": 1000.0})
     vendi_x, vendi_y = vendi_score(x), vendi_score(y)
     metrics["vendi_reference"] = Metric(vendi_x, "Vendi score, cosine kernel", {"reference": len(x)})
     metrics["vendi_candidate"] = Metric(vendi_y, "Vendi score, cosine kernel", {"candidate": len(y)})
     metrics["vendi_ratio"] = Metric(vendi_y / vendi_x, "Vendi(candidate) / Vendi(reference)", sizes)
 
-    dup = near_duplicates(x, y, duplicate_threshold)
-    for name, items in (("duplicate_rate", dup.within_candidate), ("reference_copy_rate", dup.copies_of_reference)):
-        metrics[name] = Metric(len(items) / len(y), f"share of candidate items with a near duplicate "
-                               f"({'in the candidate' if name == 'duplicate_rate' else 'in the reference'})",
-                               sizes, wilson_interval(len(items), len(y)), "Wilson, binomial over candidate items",
-                               {"cosine_threshold": duplicate_threshold})
+    if duplicate_rule == "calibrated":
+        dup = calibrated_duplicates(x, y, summary.reference_nearest.sq,
+                                    (summary.candidate_nearest.sq, summary.candidate_nearest.index),
+                                    (summary.candidate_to_reference.sq, summary.candidate_to_reference.index),
+                                    duplicate_quantile)
+    else:
+        dup = cosine_duplicates(x, y, duplicate_threshold)
+    params = {"rule": dup.rule, "threshold": dup.threshold}
+    if dup.rule == "calibrated":
+        params.update(quantile=dup.quantile, reference_rate=dup.reference_rate)
+    for name, items, where in (("duplicate_rate", dup.within_candidate, "in the candidate"),
+                               ("reference_copy_rate", dup.copies_of_reference, "in the reference")):
+        metrics[name] = Metric(len(items) / len(y), f"share of candidate items with a near duplicate {where} "
+                               f"({dup.describe()})", sizes, wilson_interval(len(items), len(y)),
+                               "Wilson, binomial over candidate items", params)
     return Comparison(len(x), len(y), x.shape[1], metrics, dup, reference_keys, candidate_keys)

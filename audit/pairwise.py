@@ -73,18 +73,24 @@ class RbfDeficitSum:
 
 
 class MembershipConsumer:
-    """Consumer: feeds the blocks to a `CrossMembership`, with their error bound (the
-    expansion's, which covers adding |y|^2 to the product)."""
+    """Consumer: feeds the blocks to a `CrossMembership`, with their error bound (`_tolerance`
+    from the norms of the vectors the products were computed on)."""
 
-    def __init__(self, cross: CrossMembership, d: int):
-        self.cross, self.d = cross, d
-        self.max_x_sq = float(cross.nx.max())
+    def __init__(self, cross: CrossMembership, query_sq_norms: np.ndarray, max_point_sq_norm: float, d: int):
+        self.cross, self.query_sq_norms, self.max_point_sq_norm, self.d = cross, query_sq_norms, max_point_sq_norm, d
         self._buffer = np.empty(0, dtype=np.float32)
 
     def __call__(self, sq: np.ndarray, start: int, stop: int) -> None:
-        max_y_sq = np.array([self.cross.ny[start:stop].max()])
-        tol = float(expansion_tolerance(max_y_sq, self.max_x_sq, self.d)[0])
+        tol = float(_tolerance(self.query_sq_norms[start:stop].max(keepdims=True), self.max_point_sq_norm, self.d)[0])
         self.cross.add(sq, tol, start, stop, scratch=_scratch(self, sq.shape))
+
+
+def _tolerance(query_sq_norms: np.ndarray, max_point_sq_norm: float, d: int) -> np.ndarray:
+    """Error bound of a squared distance computed on the centred float32 vectors: the expansion's
+    on length-d products, plus the centring's (each centred vector is off by at most u times its
+    norm, which moves a squared distance by at most 3u (|q| + |p|)^2): counting 4 more terms in
+    the expansion's bound covers it (it adds 8u (|q| + |p|)^2)."""
+    return expansion_tolerance(query_sq_norms, max_point_sq_norm, d + 4)
 
 
 def _scratch(owner, shape: tuple[int, int]) -> np.ndarray:
@@ -106,34 +112,40 @@ def pairwise_summary(reference: np.ndarray, candidate: np.ndarray, k: int = 5, r
     if min(len(x), len(y)) <= k:
         raise ValueError(f"need more than k={k} items on each side, have {len(x)} and {len(y)}")
     d = x.shape[1]
+    # The products run on vectors centred on the reference mean: distances do not change, and the
+    # expansion |q|^2 + |p|^2 - 2 q.p loses far fewer digits (features far from the origin). Every
+    # exact re-check is made on the vectors as given.
+    mean = x.mean(axis=0, dtype=np.float64)
+    xc, yc = (x - mean).astype(np.float32), (y - mean).astype(np.float32)
+    nxc, nyc = sq_norms(xc), sq_norms(yc)
     deficits = {}
 
-    def self_sweep(z: np.ndarray, points: Points, name: str) -> tuple[np.ndarray, Nearest]:
+    def self_sweep(z: np.ndarray, zc: np.ndarray, norms: np.ndarray, points: Points, name: str
+                   ) -> tuple[np.ndarray, Nearest]:
         consumers = ()
         if rbf_gamma is not None:
             consumers = (RbfDeficitSum(rbf_gamma, self_pass=True),)
         fetch = min(len(z) - 1, k + EXTRA)
-        approx, idx = nearest_candidates(z, points, fetch, self_start=0, consumers=consumers)
+        approx, idx = nearest_candidates(zc, points, fetch, self_start=0, consumers=consumers)
         if consumers:
             deficits[name] = consumers[0].total
-        radii = _refine_kth(z, approx, idx, k, group=len(z), all_fetched=fetch >= len(z) - 1)
-        norms = sq_norms(z)
-        tol = expansion_tolerance(norms, float(norms.max()), d)
+        tol = _tolerance(norms, float(norms.max()), d)
+        radii = _refine_kth(z, approx, idx, k, group=len(z), all_fetched=fetch >= len(z) - 1, tol=tol)
         return radii, Nearest(*exact_nearest(z, z, approx, idx, tol, self_start=0))
 
-    x_points = Points(x)
-    rx2, reference_nearest = self_sweep(x, x_points, "xx")
-    ry2, candidate_nearest = self_sweep(y, Points(y), "yy")
+    x_points = Points(xc)
+    rx2, reference_nearest = self_sweep(x, xc, nxc, x_points, "xx")
+    ry2, candidate_nearest = self_sweep(y, yc, nyc, Points(yc), "yy")
 
     cross = CrossMembership(x, y, rx2, ry2)
-    consumers = [MembershipConsumer(cross, d)]
+    consumers = [MembershipConsumer(cross, nyc, float(nxc.max()), d)]
     if rbf_gamma is not None:
         consumers.append(RbfDeficitSum(rbf_gamma, self_pass=False))
     fetch = min(len(x), 1 + EXTRA)
-    approx, idx = nearest_candidates(y, x_points, fetch, consumers=tuple(consumers))
+    approx, idx = nearest_candidates(yc, x_points, fetch, consumers=tuple(consumers))
     if rbf_gamma is not None:
         deficits["xy"] = consumers[1].total
-    tol = expansion_tolerance(cross.ny, float(cross.nx.max()), d)
+    tol = _tolerance(nyc, float(nxc.max()), d)
     candidate_to_reference = Nearest(*exact_nearest(y, x, approx, idx, tol))
     return PairwiseSummary(cross.result(k), reference_nearest, candidate_nearest, candidate_to_reference,
                            deficits or None, rbf_gamma)

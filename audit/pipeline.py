@@ -121,6 +121,8 @@ def scan(
     embed: EmbedOptions | None = None,
     k: int = 5,
     tail_q: float = 0.1,
+    duplicate_rule: str = "calibrated",
+    duplicate_quantile: float = 0.001,
     duplicate_threshold: float = 0.95,
     seed: int = 0,
     gallery_size: int = 24,
@@ -141,7 +143,8 @@ def scan(
     ref, cand = load_pair(reference, candidate, embed or EmbedOptions())
     x, y = ref.embeddings.vectors, cand.embeddings.vectors
     try:
-        comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_threshold=duplicate_threshold, seed=seed,
+        comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_rule=duplicate_rule, duplicate_quantile=duplicate_quantile,
+                             duplicate_threshold=duplicate_threshold, seed=seed,
                              reference_keys=ref.embeddings.keys, candidate_keys=cand.embeddings.keys)
         fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, seed=seed)
         # With a detector its estimate is the answer, even when it says "not identifiable":
@@ -156,6 +159,7 @@ def scan(
         raise InputProblem(str(exc)) from None
 
     metrics = {name: m.to_dict() for name, m in comparison.metrics.items()}
+    near_duplicates = comparison.to_dict()["near_duplicates"]
     unreadable = _unreadable(ref) + _unreadable(cand)
     values = {name: m["value"] for name, m in metrics.items()}
     values.update({
@@ -183,9 +187,10 @@ def scan(
         "inputs": {"reference": _describe(reference, ref), "candidate": _describe(candidate, cand)},
         "model": cand.embeddings.model_identity or ref.embeddings.model_identity,
         "index": {"kind": "exact", "library": "numpy", "blas": blas_description(), "recall": 1.0},
-        "settings": {"k": k, "tail_q": tail_q, "duplicate_threshold": duplicate_threshold, "seed": seed},
+        "settings": {"k": k, "tail_q": tail_q, "duplicate_rule": duplicate_rule, "duplicate_quantile": duplicate_quantile,
+                     "duplicate_threshold": duplicate_threshold, "seed": seed},
         "metrics": metrics,
-        "near_duplicates": comparison.to_dict()["near_duplicates"],
+        "near_duplicates": near_duplicates,
         "synthetic_fraction": {"primary": primary, "value": values["synthetic_fraction"],
                                "lower": values["synthetic_fraction_lower"],
                                **fraction.to_dict(), "detector": str(detector) if isinstance(detector, (str, Path))
@@ -195,6 +200,7 @@ def scan(
         "gates": [r.to_dict() for r in gate_results],
         "values": values,
         "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, ranking), cand),
+        "duplicate_pairs": _duplicate_pairs(near_duplicates, ref, cand, gallery_size // 2),
         "map": _map(space, x, y, scores, map_points, seed),
     }
     return ScanResult(_clean(data))
@@ -235,29 +241,41 @@ def _describe(path: str | Path, side: LoadedSide) -> dict[str, Any]:
             "skipped": [{"key": s.key, "reason": s.reason, "detail": s.detail} for s in side.skipped[:1000]]}
 
 
-def _gallery(items: list[dict[str, Any]], side: LoadedSide, size: int = 96) -> list[dict[str, Any]]:
-    """The most suspicious candidate items, each with a PNG thumbnail (data URI) when its image
-    can be had safely (`LoadedSide.image_bytes`), so the HTML report stays one self-contained file."""
+def _gallery(items: list[dict[str, Any]], side: LoadedSide) -> list[dict[str, Any]]:
+    """The most suspicious candidate items, each with its thumbnail (`_thumbnail`)."""
+    return [{**item, "thumbnail": _thumbnail(side, item["key"])} for item in items]
+
+
+def _duplicate_pairs(near_duplicates: dict[str, Any], ref: LoadedSide, cand: LoadedSide, size: int
+                     ) -> list[dict[str, Any]]:
+    """The closest near-duplicate pairs of each kind, both sides with thumbnails, for the report."""
+    out = []
+    for kind, other in (("copies_of_reference", ref), ("within_candidate", cand)):
+        for pair in near_duplicates[kind][:size]:
+            out.append({"kind": kind, **pair, "candidate_thumbnail": _thumbnail(cand, pair["candidate"]),
+                        "match_thumbnail": _thumbnail(other, pair["match"])})
+    return out
+
+
+def _thumbnail(side: LoadedSide, key: str, size: int = 96) -> str | None:
+    """A PNG thumbnail (data URI) of the item's image when it can be had safely
+    (`LoadedSide.image_bytes`), so the HTML report stays one self-contained file; else None."""
     from audit.io.files import DecodeFailure, decode_image
 
-    out = []
-    for item in items:
-        thumbnail = None
-        data = side.image_bytes(item["key"])
-        if data is not None:
-            try:
-                im = decode_image(data, max_pixels=64_000_000)
-                im.thumbnail((size, size))
-                if max(im.size) < size:  # tiny images (digits): scale up, pixels kept sharp
-                    scale = size // max(im.size)
-                    im = im.resize((im.width * scale, im.height * scale), 0)  # nearest
-                buf = io.BytesIO()
-                im.save(buf, format="PNG")
-                thumbnail = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-            except (DecodeFailure, OSError, ValueError):
-                thumbnail = None  # changed since it was embedded: the item is still listed
-        out.append({**item, "thumbnail": thumbnail})
-    return out
+    data = side.image_bytes(key) if isinstance(key, str) else None
+    if data is None:
+        return None
+    try:
+        im = decode_image(data, max_pixels=64_000_000)
+        im.thumbnail((size, size))
+        if max(im.size) < size:  # tiny images (digits): scale up, pixels kept sharp
+            scale = size // max(im.size)
+            im = im.resize((im.width * scale, im.height * scale), 0)  # nearest
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    except (DecodeFailure, OSError, ValueError):
+        return None  # changed since it was embedded: the item is still listed
 
 
 def _map(space, x: np.ndarray, y: np.ndarray, scores: np.ndarray, max_points: int, seed: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ re-renders exactly what the scan wrote without recomputing anything.
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 import warnings
@@ -168,6 +169,12 @@ def render_markdown(data: dict[str, Any]) -> str:
     unreadable = inputs["reference"]["unreadable"] + inputs["candidate"]["unreadable"]
     if unreadable:
         lines += ["", f"{_md(unreadable)} files could not be read (listed in report.json, by reason)."]
+    nd = data["near_duplicates"]
+    lines += ["", "### Near duplicates", "", f"Rule: {_md(nd.get('description') or nd['rule'])}. "
+              f"{_md(len(nd['copies_of_reference']))} copies of reference items, {_md(len(nd['within_candidate']))} "
+              "near duplicates within the candidate."]
+    lines += [f"- {_md(p['candidate'])} ~ {_md(p['match'])} ({_md(p['kind'])}, distance {_md(_fmt(p['distance']))})"
+              for p in data.get("duplicate_pairs", [])[:10]]
     if data["gallery"]:
         lines += ["", "### Most suspicious candidate items", ""]
         lines += [f"- {_md(item['key'])}" for item in data["gallery"][:10]]
@@ -221,6 +228,8 @@ th{background:#f5f6fa} .num{text-align:right;font-variant-numeric:tabular-nums}
 .plots{display:flex;flex-wrap:wrap;gap:12px} .warning{background:#fff8e6;border-left:4px solid #e0a800;padding:6px 10px;margin:6px 0}
 #gallery{display:flex;flex-wrap:wrap;gap:10px} figure.suspicious{margin:0;width:130px;font-size:11px;word-break:break-all}
 figure.suspicious img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccd;background:#fff}
+#duplicate-pairs{display:flex;flex-wrap:wrap;gap:12px} figure.pair{margin:0;width:210px;font-size:11px;word-break:break-all}
+figure.pair img,figure.pair div{display:inline-block;width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccd;background:#fff;margin-right:4px}
 .muted{color:#667}
 """
 
@@ -251,6 +260,7 @@ def render_html(data: dict[str, Any]) -> str:
         + f"<figcaption>{e(item['key'])}<br>" + ", ".join(f"{e(k)} {v:.3f}" for k, v in item.items()
                                                           if isinstance(v, float) and k != "key") + "</figcaption></figure>"
         for item in data["gallery"])
+    duplicates = _duplicates_html(data)
     skipped = "".join(f"<li>{e(side)}: {e(reason)} × {n}</li>" for side in ("reference", "candidate")
                       for reason, n in inputs[side]["skipped_by_reason"].items())
     return f"""<!DOCTYPE html>
@@ -282,10 +292,43 @@ training on fresh real data only); dashed line: the horizon threshold. fd_model:
 truth, relative too (above 1 is worse).</p>
 <h2>Most suspicious candidate items</h2>
 <div id="gallery">{gallery or "<p class='muted'>none</p>"}</div>
+<h2>Near duplicates</h2>
+{duplicates}
 <h2>Unreadable and skipped files</h2>
 <ul id="skipped">{skipped or "<li>none</li>"}</ul>
 </body></html>
 """
+
+
+def _duplicates_html(data: dict[str, Any]) -> str:
+    """The rule in use, then each shown pair side by side: candidate item and its match."""
+    e = _h
+    nd = data["near_duplicates"]
+    rule = e(nd.get("description") or f"{nd['rule']} rule, threshold {_fmt(nd['threshold'])}")
+    baseline = (f" By construction about {e(_fmt(nd['reference_rate']))} of the reference's own items have a neighbour "
+                "that close: compare the candidate's rates with it." if _number(nd.get("reference_rate")) else "")
+
+    def image(uri: Any, key: Any) -> str:
+        if isinstance(uri, str) and _THUMBNAIL.fullmatch(uri):
+            return f"<img alt='{e(key)}' src='{e(uri)}'>"
+        return "<div class='muted'>(no image)</div>"
+
+    pairs = "".join(
+        f"<figure class='pair {_token(p['kind'], ('copies_of_reference', 'within_candidate'))}'>"
+        f"{image(p['candidate_thumbnail'], p['candidate'])}{image(p['match_thumbnail'], p['match'])}"
+        f"<figcaption>{e('copy of reference' if p['kind'] == 'copies_of_reference' else 'within candidate')}: "
+        f"{e(p['candidate'])} ~ {e(p['match'])}<br>distance {e(_fmt(p['distance']))}, cosine {e(_fmt(p['cosine']))}"
+        "</figcaption></figure>"
+        for p in data.get("duplicate_pairs", []))
+    counts = (f"{len(nd['copies_of_reference'])} candidate items copy a reference item, "
+              f"{len(nd['within_candidate'])} have a near duplicate in the candidate (pairs listed at most "
+              f"{e(nd.get('pairs_shown_at_most', ''))} each in report.json).")
+    return (f"<p id='duplicate-rule'>Rule: {rule}.{baseline}</p><p>{e(counts)}</p>"
+            f"<div id='duplicate-pairs'>{pairs or '<p class=muted>no pairs</p>'}</div>")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _params(m: dict[str, Any]) -> str:

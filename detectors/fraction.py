@@ -149,16 +149,14 @@ def content_shift(reference: np.ndarray, likely_real: np.ndarray, n_clusters: in
     """A warning when the likely-real candidate items sit in the reference's k-means clusters in
     other proportions than the reference itself, else None."""
     from scipy.stats import chisquare
-    from sklearn.cluster import KMeans
 
-    from audit.index import ExactIndex
+    from audit.clusters import kmeans
 
     if len(likely_real) < 5 * n_clusters:
         return None
-    kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit(reference)
-    expected = np.bincount(kmeans.labels_, minlength=n_clusters) / len(reference)
-    labels = ExactIndex(kmeans.cluster_centers_).search(likely_real, 1).indices[:, 0]
-    observed = np.bincount(labels, minlength=n_clusters)
+    clusters = kmeans(reference, n_clusters, seed)
+    expected = clusters.sizes / len(reference)
+    observed = np.bincount(clusters.assign(likely_real), minlength=n_clusters)
     tv = 0.5 * float(np.abs(observed / len(likely_real) - expected).sum())
     p = float(chisquare(observed, expected * len(likely_real)).pvalue)
     if p < 1e-3 and tv > 0.1:

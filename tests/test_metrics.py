@@ -8,7 +8,9 @@ import scipy.linalg
 
 from audit import metrics
 from audit.balls import ball_membership
-from audit.metrics import compare, prdc
+from audit.duplicates import cosine_duplicates
+from audit.metrics import compare, prdc, prdc_from_membership
+from audit.pairwise import pairwise_summary
 
 
 def pairwise(a, b):
@@ -179,22 +181,116 @@ def test_vendi_equals_primal_eigenvalues():
     assert metrics.vendi_score(np.eye(7)) == pytest.approx(7.0)  # seven orthogonal items
 
 
-def test_near_duplicates_equal_brute_force():
+def test_cosine_duplicates_equal_brute_force():
     x, y = datasets()["unit_with_copies"]
     y = y.copy()
     y[60] = y[61] * 1.01  # a near duplicate inside the candidate
-    dup = metrics.near_duplicates(x, y, 0.95)
+    dup = cosine_duplicates(x, y, 0.95)
     x, y = x.astype(np.float64), y.astype(np.float64)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     yn = y / np.linalg.norm(y, axis=1, keepdims=True)
     cyy = yn @ yn.T
     np.fill_diagonal(cyy, -np.inf)
     cyx = yn @ xn.T
-    assert {j for j, _, _ in dup.within_candidate} == set(np.flatnonzero(cyy.max(axis=1) >= 0.95))
-    assert {j for j, _, _ in dup.copies_of_reference} == set(np.flatnonzero(cyx.max(axis=1) >= 0.95))
+    assert dup.rule == "cosine" and dup.threshold == 0.95
+    assert {p.candidate for p in dup.within_candidate} == set(np.flatnonzero(cyy.max(axis=1) >= 0.95))
+    assert {p.candidate for p in dup.copies_of_reference} == set(np.flatnonzero(cyx.max(axis=1) >= 0.95))
     assert len(dup.copies_of_reference) == 50  # 40 copies + 10 copies of copies
-    for j, i, c in dup.copies_of_reference:
-        assert c == pytest.approx(cyx[j].max(), abs=1e-12) and cyx[j, i] == pytest.approx(c)
+    for p in dup.copies_of_reference:
+        assert p.cosine == pytest.approx(cyx[p.candidate].max(), abs=1e-12) and cyx[p.candidate, p.match] == pytest.approx(p.cosine)
+        assert p.distance == pytest.approx(np.linalg.norm(y[p.candidate] - x[p.match]), abs=1e-12)
+
+
+def brute_nearest(a, b=None):
+    """Exact nearest neighbour (squared distance, lowest row among ties) of each row of a in b, or
+    in a itself (self excluded), in float64."""
+    a = np.asarray(a, np.float64)
+    sq = ((a[:, None, :] - (a if b is None else np.asarray(b, np.float64))[None, :, :]) ** 2).sum(-1)
+    if b is None:
+        np.fill_diagonal(sq, np.inf)
+    return sq.min(axis=1), sq.argmin(axis=1)
+
+
+@pytest.mark.parametrize("name", list(datasets()))
+def test_one_pass_equals_brute_force(name):
+    """The single pass gives the same radii, memberships, nearest neighbours (ties: lowest row) as
+    float64 brute force, and CMMD sums that agree with the direct float64 formula."""
+    x, y = datasets()[name]
+    s = pairwise_summary(x, y, 5, rbf_gamma=1 / 200)
+    _, rx, in_x_balls = brute_prdc(x, y, 5)
+    # Radii and distances: the same float64 values up to the order of the sum over coordinates.
+    np.testing.assert_allclose(s.membership.ref_radii, rx, rtol=1e-14)
+    np.testing.assert_allclose(s.membership.cand_radii, knn_radius(y, 5), rtol=1e-14)
+    np.testing.assert_array_equal(s.membership.cand_ball_counts, in_x_balls.sum(axis=0))
+    np.testing.assert_array_equal(s.membership.ref_covered, in_x_balls.any(axis=1))
+    assert prdc_from_membership(s.membership) == brute_prdc(x, y, 5)[0]
+    for got, (sq, idx) in ((s.reference_nearest, brute_nearest(x)), (s.candidate_nearest, brute_nearest(y)),
+                           (s.candidate_to_reference, brute_nearest(y, x))):
+        np.testing.assert_allclose(got.sq, sq, rtol=1e-14)
+        np.testing.assert_array_equal(got.index, idx)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    direct = {key: (1 - np.exp(-pairwise(a, b) ** 2 / 200)).sum() for key, a, b in
+              (("xx", x64, x64), ("yy", y64, y64), ("xy", x64, y64))}
+    for key in direct:
+        assert s.rbf_deficits[key] == pytest.approx(direct[key], rel=1e-5, abs=1e-3)
+
+
+def test_one_pass_with_small_blocks(monkeypatch):
+    """Blocks and chunks of a few rows (many GEMM calls, sets split over chunks) change nothing."""
+    import audit.nearest
+
+    x, y = datasets()["grid"]
+    expected = pairwise_summary(x, y, 3, rbf_gamma=0.01)
+    monkeypatch.setattr(audit.nearest, "BLOCK_BYTES", 4 * 1024 * 13)
+    monkeypatch.setattr(audit.nearest, "CHUNK_BYTES", 4 * 1024 * 3)
+    small = pairwise_summary(x, y, 3, rbf_gamma=0.01)
+    assert prdc_from_membership(small.membership) == prdc_from_membership(expected.membership)
+    np.testing.assert_array_equal(small.candidate_to_reference.index, expected.candidate_to_reference.index)
+    assert small.rbf_deficits == pytest.approx(expected.rbf_deficits, rel=1e-6)
+
+
+def test_calibrated_duplicates_equal_brute_force():
+    """The threshold is an observed reference nearest-neighbour distance at the quantile, and the
+    flagged items are exactly those whose brute-force nearest neighbour is that close."""
+    x, y = datasets()["unit_with_copies"]
+    y = y.copy()
+    y[60] = y[61] + 1e-4  # a near duplicate inside the candidate
+    result = compare(x, y, k=5, kid_subsets=2, duplicate_quantile=0.01)
+    dup = result.duplicates
+    ref_sq, _ = brute_nearest(x)
+    ref_d = np.sort(np.sqrt(ref_sq))
+    assert dup.rule == "calibrated" and dup.threshold == pytest.approx(ref_d[math.ceil(0.01 * len(x)) - 1], rel=1e-12)
+    assert dup.reference_rate == pytest.approx(np.mean(np.sqrt(ref_sq) <= dup.threshold))
+    within_sq, within_idx = brute_nearest(y)
+    cross_sq, cross_idx = brute_nearest(y, x)
+    assert {p.candidate for p in dup.within_candidate} == set(np.flatnonzero(np.sqrt(within_sq) <= dup.threshold))
+    assert {p.candidate for p in dup.copies_of_reference} == set(np.flatnonzero(np.sqrt(cross_sq) <= dup.threshold))
+    assert {60, 61} <= {p.candidate for p in dup.within_candidate}
+    exact_copies = [p for p in dup.copies_of_reference if p.distance == 0.0]
+    assert {p.candidate for p in exact_copies} == set(range(50))  # 40 copies + 10 copies of copies
+    for p in dup.copies_of_reference:
+        assert p.match == cross_idx[p.candidate] and p.distance == pytest.approx(np.sqrt(cross_sq[p.candidate]), abs=1e-12)
+    assert result.metrics["reference_copy_rate"].value == len(dup.copies_of_reference) / len(y)
+    assert result.metrics["duplicate_rate"].params["rule"] == "calibrated"
+
+
+def test_calibrated_rule_on_pixels_flags_copies_not_other_digits():
+    """The fixed cosine of 0.95 calls different handwritten digits copies in pixel space; the
+    calibrated rule flags a fresh real sample about as often as the reference flags itself, and
+    still flags every real copy."""
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().data.astype(np.float32)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(pixels))
+    x, fresh = pixels[order[:1000]], pixels[order[1000:1700]]
+    cosine = cosine_duplicates(x, fresh, 0.95)
+    assert len(cosine.copies_of_reference) / len(fresh) > 0.2  # the old rule: hundreds of "leaks"
+    fresh_rate = compare(x, fresh, kid_subsets=2).metrics["reference_copy_rate"]
+    assert fresh_rate.value <= 0.02
+    leaky = np.vstack([fresh[:600], x[:100]])  # 100 copies of reference items
+    copies = compare(x, leaky, kid_subsets=2).duplicates.copies_of_reference
+    assert set(range(600, 700)) <= {p.candidate for p in copies}
 
 
 def test_cluster_tail_mass_identity_and_missing_tail():

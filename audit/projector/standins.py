@@ -77,7 +77,7 @@ class ReferenceSpace:
     @classmethod
     def fit(cls, reference: np.ndarray, dim: int, k: int = 5, eval_reference: int = 1000, n_clusters: int = 20,
             tail_q: float = 0.1, seed: int = 0) -> ReferenceSpace:
-        from sklearn.cluster import KMeans
+        from audit.clusters import kmeans
 
         x = np.asarray(reference, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2 * max(2 * k, n_clusters) + 2:
@@ -93,9 +93,9 @@ class ReferenceSpace:
         eval_points = points[np.sort(order[:n_eval])].astype(np.float32)
         fit_points = points[np.sort(order[n_eval:])]
         radii = knn_sq_radii(eval_points, k)
-        kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit(fit_points)
+        clusters = kmeans(fit_points, n_clusters, seed)
         return cls(mean, components, fit_points, eval_points, radii, tail_indices(np.sqrt(radii), tail_q),
-                   kmeans.cluster_centers_, kmeans.labels_, k)
+                   clusters.centroids, clusters.labels, k)
 
     @property
     def dim(self) -> int:
