@@ -158,7 +158,11 @@ def test_html_report_in_a_headless_browser(scans, tmp_path):
     assert dom.count("class=\"band\"") == 4 and dom.count("class=\"median\"") == 4
     report = load_report(scans["base"] / "fail")
     assert dom.count("<figure class=\"suspicious\">") == len(report["gallery"]) > 0
-    assert dom.count("src=\"data:image/png;base64,") == len(report["gallery"])
+    pairs = report["duplicate_pairs"]
+    assert dom.count("<figure class=\"pair ") == len(pairs)
+    thumbnails = sum((p["candidate_thumbnail"] is not None) + (p["match_thumbnail"] is not None) for p in pairs)
+    assert dom.count("src=\"data:image/png;base64,") == len(report["gallery"]) + thumbnails
+    assert 'id="duplicate-rule"' in dom and report["near_duplicates"]["rule"] == "calibrated"
 
 
 def test_bad_config_missing_and_empty_folders(tmp_path):
