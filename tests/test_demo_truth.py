@@ -32,6 +32,12 @@ def test_demo_estimate_agrees_with_the_truth_it_prints(tmp_path):
     gallery = data["gallery"]
     assert len(gallery) == 24
     assert sum(item["key"].startswith("synthetic/") for item in gallery) >= 18, [g["key"] for g in gallery]
+    # No candidate item copies a reference scan: the calibrated rule flags about as many as the
+    # reference flags among its own items (a fixed cosine of 0.95 called hundreds of different
+    # digits "leaks" in this pixel space).
+    nd = data["near_duplicates"]
+    assert nd["rule"] == "calibrated" and nd["reference_rate"] <= 0.01
+    assert data["values"]["reference_copy_rate"] <= 0.02, nd["copies_of_reference"]
     # The gate on the synthetic share sees the number, not an unknown.
     gate = next(g for g in data["gates"] if g["metric"] == "synthetic_fraction")
     assert gate["value"] == sf["value"] and not gate["unknown"]
