@@ -44,14 +44,24 @@ def clip_gaussian(d: int = 512) -> tuple[np.ndarray, np.ndarray]:
     return real.mean(axis=0), v * np.sqrt(np.clip(w, 0, None))
 
 
-def make_data(n: int, d: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_data(n: int, d: int = 512, seed: int = 0, isotropic: bool = False) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    mu, root = clip_gaussian(d)
+    mu, root = (np.zeros(d), np.eye(d) / np.sqrt(d)) if isotropic else clip_gaussian(d)
     x = mu + rng.standard_normal((n, d)) @ root.T
     y = mu + 0.9 * rng.standard_normal((n, d)) @ root.T  # same centre, a little less spread
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     y /= np.linalg.norm(y, axis=1, keepdims=True)
     return x.astype(np.float32), y.astype(np.float32)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def peak_rss_mib() -> float:
@@ -69,8 +79,8 @@ def matrix_products(x: np.ndarray, y: np.ndarray, rows: int = 2048) -> float:
     return time.perf_counter() - start
 
 
-def worker(method: str, n: int) -> None:
-    x, y = make_data(n)
+def worker(method: str, n: int, isotropic: bool = False) -> None:
+    x, y = make_data(n, isotropic=isotropic)
     base = peak_rss_mib()
     start = time.perf_counter()
     if method == "madaudit":
@@ -95,8 +105,9 @@ def worker(method: str, n: int) -> None:
     print(json.dumps(out))
 
 
-def run_worker(method: str, n: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", method, str(n)], capture_output=True, text=True)
+def run_worker(method: str, n: int, isotropic: bool = False) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", method, str(n)] + (["--isotropic"] if isotropic else []),
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -107,30 +118,32 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,50000")
     parser.add_argument("--prdc-size", type=int, default=10000, help="size at which prdc 0.2 runs (0 to skip)")
     parser.add_argument("--compare", action="store_true", help="also time `compare` (every metric)")
+    parser.add_argument("--isotropic", action="store_true", help="isotropic Gaussian data instead of CLIP-like")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]))
+        worker(args.worker[0], int(args.worker[1]), args.isotropic)
         return
 
-    print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "d": 512, "k": 5,
-                      "data": "Gaussian with real CLIP covariance" if REAL_CLIP.is_file() else "isotropic Gaussian"}))
+    iso = args.isotropic or not REAL_CLIP.is_file()
+    print(json.dumps({"machine": platform.machine(), "cpu": _cpu_model(), "cpus": os.cpu_count(), "d": 512, "k": 5,
+                      "data": "isotropic Gaussian" if iso else "Gaussian with real CLIP covariance"}))
     for n in [int(s) for s in args.sizes.split(",") if s]:
-        ours = run_worker("madaudit", n)
+        ours = run_worker("madaudit", n, iso)
         ratio = ours["seconds"] / ours["matrix_products_seconds"]
         print(json.dumps({**ours, "ratio_to_matrix_products": round(ratio, 3)}), flush=True)
         if args.compare:
-            every = run_worker("compare", n)
+            every = run_worker("compare", n, iso)
             ratio = every["seconds"] / every["matrix_products_seconds"]
             print(json.dumps({**every, "ratio_to_matrix_products": round(ratio, 3)}), flush=True)
         if n == args.prdc_size:
             try:
-                theirs = run_worker("prdc", n)
+                theirs = run_worker("prdc", n, iso)
             except RuntimeError as exc:
                 print(json.dumps({"method": "prdc", "n": n, "error": str(exc).strip().splitlines()[-1]}))
                 continue
             print(json.dumps(theirs), flush=True)
-            theirs64 = run_worker("prdc-float64", n)
+            theirs64 = run_worker("prdc-float64", n, iso)
             print(json.dumps(theirs64), flush=True)
             print(json.dumps({
                 "n": n,
