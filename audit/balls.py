@@ -80,7 +80,7 @@ def knn_sq_radii(x: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"k={k} needs more than k points, have {n}")
     fetch = min(n - 1, k + _EXTRA)
     approx, idx = nearest_candidates(x, x, fetch, self_start=0)
-    return _refine_kth(x, approx, idx, k, group=n, all_fetched=fetch >= n - 1)
+    return refine_kth(x, approx, idx, k, group=n, all_fetched=fetch >= n - 1)
 
 
 def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
@@ -111,7 +111,7 @@ def grouped_knn_sq_radii(x: np.ndarray, group: int, k: int) -> np.ndarray:
     return exact[order][first + (k - sure) - 1]
 
 
-def _refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, group: int, all_fetched: bool,
+def refine_kth(x: np.ndarray, approx: np.ndarray, idx: np.ndarray, k: int, group: int, all_fetched: bool,
                 tol: np.ndarray | None = None) -> np.ndarray:
     """Exact k-th smallest squared distance per row, from sorted approximate candidates (float32
     expansion |x|^2 + |y|^2 - 2 x.y, self excluded) and their indices. Only candidates that tie

@@ -49,6 +49,17 @@ def as_float32_matrix(x: np.ndarray, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def as_float32_pair(reference: np.ndarray, candidate: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets as float32 matrices of the same dimension, with more than k items each (if given)."""
+    x = as_float32_matrix(reference, "reference")
+    y = as_float32_matrix(candidate, "candidate")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"reference has dimension {x.shape[1]}, candidate {y.shape[1]}")
+    if k is not None and min(len(x), len(y)) <= k:
+        raise ValueError(f"need more than k={k} items on each side, have {len(x)} and {len(y)}")
+    return x, y
+
+
 class ExactIndex:
     """Exact (brute-force) Euclidean k-NN over `vectors` (n, d). `exact` is always True here;
     approximate indexes, when added, say so through the same attribute."""

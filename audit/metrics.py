@@ -35,7 +35,8 @@ from audit.balls import BallMembership, ball_membership
 from audit.clusters import kmeans
 from audit.duplicates import RULES as DUPLICATE_RULES
 from audit.duplicates import NearDuplicates, Pair, _unit_rows, calibrated_duplicates, cosine_duplicates
-from audit.index import as_float32_matrix
+from audit.index import as_float32_matrix, as_float32_pair
+from audit.kid import draw_subsets, float32_is_enough, kid, kid_from_cubic_sums, kid_in_pass_is_cheaper
 from audit.pairwise import pairwise_summary
 
 CONFIDENCE = 0.95
@@ -212,54 +213,6 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
     return frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))
 
 
-def kid(x: np.ndarray, y: np.ndarray, n_subsets: int = 100, subset_size: int = 1000, seed: int = 0
-        ) -> tuple[float, float]:
-    """KID: mean and std over subsets of the unbiased MMD^2 with kernel (a.b/d + 1)^3
-    (Binkowski et al. 2018; the estimator of clean-fid and torch-fidelity).
-
-    The subsets are drawn once, up front (the same draws, in the same order, as a loop that
-    draws one pair at a time). The constant 1 of the kernel cancels exactly in the unbiased
-    estimator, so it is computed on k - 1 = 3t + t^2 (t + 3), t = a.b/d: the 3t part as
-    3 (sum a).(sum b)/d in float64, the rest element-wise. The within-set products are symmetric
-    (a A^T, one triangle computed). For features whose t is small (CLIP vectors: |t| <= 1/d times
-    the norms' product) t comes from float32 products and the sums are float64: the float32
-    rounding of t is then far below the estimator's own spread. Other features take float64."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    d = x.shape[1]
-    m = min(subset_size, len(x), len(y))
-    if m < 2:
-        raise ValueError("KID needs at least 2 items on each side")
-    small = float(np.sqrt(np.einsum("ij,ij->i", x, x).max() * np.einsum("ij,ij->i", y, y).max())) / d <= _KID_FLOAT32_T
-    dtype = np.float32 if small else np.float64
-    # Scaled by d^-1/2, so a product of two rows is t itself.
-    xs, ys = (x / math.sqrt(d)).astype(dtype), (y / math.sqrt(d)).astype(dtype)
-    rng = np.random.default_rng(seed)
-    draws = [(rng.choice(len(x), m, replace=False), rng.choice(len(y), m, replace=False)) for _ in range(n_subsets)]
-    values = np.empty(n_subsets)
-    for s, (ia, ib) in enumerate(draws):
-        a, b = xs[ia], ys[ib]
-        sum_a, sum_b = a.sum(axis=0, dtype=np.float64), b.sum(axis=0, dtype=np.float64)
-        diag_a, diag_b = np.einsum("ij,ij->i", a, a, dtype=np.float64), np.einsum("ij,ij->i", b, b, dtype=np.float64)
-        # off-diagonal sums of k - 1 within each set, and all of them across
-        within_a = 3 * (sum_a @ sum_a - diag_a.sum()) + _cubic_part_sum(a @ a.T) - (diag_a**2 * (diag_a + 3)).sum()
-        within_b = 3 * (sum_b @ sum_b - diag_b.sum()) + _cubic_part_sum(b @ b.T) - (diag_b**2 * (diag_b + 3)).sum()
-        across = 3 * (sum_a @ sum_b) + _cubic_part_sum(a @ b.T)
-        values[s] = (within_a + within_b) / (m * (m - 1)) - 2 * across / (m * m)
-    return float(values.mean()), float(values.std())
-
-
-_KID_FLOAT32_T = 0.05  # largest |a.b/d| for which the float32 path is taken
-
-
-def _cubic_part_sum(t: np.ndarray) -> float:
-    """sum of t^2 (t + 3) over a matrix of t (overwritten), the sum in float64."""
-    u = t + 3
-    u *= t
-    u *= t
-    return float(u.sum(dtype=np.float64))
-
-
 def cmmd(x: np.ndarray, y: np.ndarray, sigma: float = 10.0, scale: float = 1000.0) -> float:
     """CMMD (Jayasumana et al. 2024): scale * MMD^2 with k(a, b) = exp(-|a - b|^2 / (2 sigma^2)),
     the biased (all pairs) estimator of the reference implementation.
@@ -392,25 +345,26 @@ def compare(
     nearest-neighbour distances) or "cosine" (`duplicate_threshold`), see `audit.duplicates`."""
     if duplicate_rule not in DUPLICATE_RULES:
         raise ValueError(f"unknown duplicate rule '{duplicate_rule}': use {' or '.join(DUPLICATE_RULES)}")
-    x = as_float32_matrix(reference, "reference")
-    y = as_float32_matrix(candidate, "candidate")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"reference has dimension {x.shape[1]}, candidate {y.shape[1]}")
-    if min(len(x), len(y)) <= k:
-        raise ValueError(f"need more than k={k} items on each side, have {len(x)} and {len(y)}")
+    x, y = as_float32_pair(reference, candidate, k)
     for name, keys, arr in (("reference", reference_keys, x), ("candidate", candidate_keys, y)):
         if keys is not None and len(keys) != len(arr):
             raise ValueError(f"{name}_keys has {len(keys)} entries for {len(arr)} vectors")
     sizes = {"reference": len(x), "candidate": len(y)}
 
     sigma = 10.0
-    summary = pairwise_summary(x, y, k, rbf_gamma=rbf_gamma(sigma))
+    subsets = draw_subsets(len(x), len(y), kid_subsets, kid_subset_size, seed)
+    kid_in_pass = float32_is_enough(x, y) and kid_in_pass_is_cheaper(len(x), len(y), subsets, x.shape[1])
+    summary = pairwise_summary(x, y, k, rbf_gamma=rbf_gamma(sigma), kid_subsets=subsets if kid_in_pass else None)
     metrics = fidelity_metrics(summary.membership, tail_q)
     metrics["cluster_tail_mass"] = cluster_tail_mass(x, y, n_clusters, seed=seed)
     metrics["fd"] = Metric(frechet_distance(x, y), "Frechet distance of Gaussians fitted to the features", sizes)
-    kid_mean, kid_std = kid(x, y, kid_subsets, kid_subset_size, seed)
+    if kid_in_pass:
+        kid_mean, kid_std = kid_from_cubic_sums(x, y, subsets, summary.kid_cubic)
+    else:
+        kid_mean, kid_std = kid(x, y, kid_subsets, kid_subset_size, seed)
     metrics["kid"] = Metric(kid_mean, "unbiased MMD^2, polynomial kernel (x.y/d + 1)^3", sizes, params={
-        "subsets": kid_subsets, "subset_size": min(kid_subset_size, len(x), len(y)), "std": kid_std, "seed": seed})
+        "subsets": kid_subsets, "subset_size": subsets.m, "std": kid_std, "seed": seed,
+        "computed": "in the pass over distances" if kid_in_pass else "subset by subset"})
     metrics["cmmd"] = Metric(cmmd_from_deficits(summary.rbf_deficits, len(x), len(y)),
                              "MMD^2 (all pairs), Gaussian kernel, x1000", sizes, params={"sigma": sigma, "scale": 1000.0})
     vendi_x, vendi_y = vendi_score(x), vendi_score(y)

@@ -104,6 +104,14 @@ def nearest_candidates(queries: np.ndarray, points: np.ndarray | Points, fetch: 
     return sq, idx
 
 
+def upper_part(sq: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The columns start: of a within-set chunk (rows start:stop): with the rows before it, the
+    upper triangle of the symmetric matrix. A sum over all ordered pairs is twice the sum over
+    these columns less the sum over the chunk's diagonal square (columns start:stop), which holds
+    both orders of its pairs already."""
+    return sq[:, start:]
+
+
 def exact_nearest(queries: np.ndarray, points: np.ndarray, approx: np.ndarray, idx: np.ndarray, tol: np.ndarray,
                   self_start: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The exact nearest point of each query: (squared distance, row), float64, ties to the lowest

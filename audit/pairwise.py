@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.balls import BallMembership, CrossMembership, _refine_kth
-from audit.index import as_float32_matrix
-from audit.nearest import Points, exact_nearest, expansion_tolerance, nearest_candidates, sq_norms
+from audit.balls import BallMembership, CrossMembership, refine_kth
+from audit.index import as_float32_pair
+from audit.kid import CubicSubsetSums, KidSubsets
+from audit.nearest import Points, exact_nearest, expansion_tolerance, nearest_candidates, sq_norms, upper_part
 
 EXTRA = 8  # neighbours fetched beyond those needed, so ties within the error bound are seen
 
@@ -52,24 +53,32 @@ class PairwiseSummary:
     candidate_to_reference: Nearest  # nearest reference item of each candidate item
     rbf_deficits: dict[str, float] | None  # sums over all ordered pairs of 1 - exp(-gamma d^2)
     rbf_gamma: float | None
+    kid_cubic: dict[str, np.ndarray] | None = None  # per KID subset, sums of t^2 (t + 3) (`audit.kid`)
 
 
 class RbfDeficitSum:
-    """Consumer: adds up 1 - exp(-gamma d^2) over a block (expm1: the 1s that cancel in MMD are
-    never added). Self pairs (d = 0, term 0) are set to exactly 0."""
+    """Consumer: adds up 1 - exp(-gamma d^2) over all ordered pairs (expm1: the 1s that cancel in
+    MMD are never added). In a within-set pass the matrix is symmetric: only the chunk's columns
+    from its own first row on are read (the diagonal square as it is, the rest twice), and self
+    pairs (d = 0, term 0) are set to exactly 0."""
 
     def __init__(self, gamma: float, self_pass: bool):
         self.gamma, self.self_pass, self.total = gamma, self_pass, 0.0
         self._buffer = np.empty(0, dtype=np.float32)
 
     def __call__(self, sq: np.ndarray, start: int, stop: int) -> None:
-        t = _scratch(self, sq.shape)
-        np.multiply(sq, -self.gamma, out=t)
-        if self.self_pass:
-            t[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        np.minimum(t, 0.0, out=t)  # float32 rounding can make d^2 slightly negative
+        upper = upper_part(sq, start, stop) if self.self_pass else sq
+        t = _scratch(self, upper.shape)
+        np.multiply(upper, -self.gamma, out=t)
+        # (A d^2 that float32 rounding made slightly negative gives a term of about -gamma d^2:
+        # below 1e-6 even for exact duplicates of unit vectors, so no clamp pass is spent on it.)
         np.expm1(t, out=t)
-        self.total -= float(t.sum(dtype=np.float64))
+        if self.self_pass:
+            rows = stop - start
+            t[np.arange(rows), np.arange(rows)] = 0.0
+            self.total -= 2 * float(t.sum(dtype=np.float64)) - float(t[:, :rows].sum(dtype=np.float64))
+        else:
+            self.total -= float(t.sum(dtype=np.float64))
 
 
 class MembershipConsumer:
@@ -101,16 +110,11 @@ def _scratch(owner, shape: tuple[int, int]) -> np.ndarray:
     return owner._buffer[:size].reshape(shape)
 
 
-def pairwise_summary(reference: np.ndarray, candidate: np.ndarray, k: int = 5, rbf_gamma: float | None = None
-                     ) -> PairwiseSummary:
+def pairwise_summary(reference: np.ndarray, candidate: np.ndarray, k: int = 5, rbf_gamma: float | None = None,
+                     kid_subsets: KidSubsets | None = None) -> PairwiseSummary:
     """One pass over the three distance matrices (see the module docstring). `rbf_gamma`: also sum
-    the Gaussian-kernel deficits CMMD needs."""
-    x = as_float32_matrix(reference, "reference")
-    y = as_float32_matrix(candidate, "candidate")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"reference has dimension {x.shape[1]}, candidate {y.shape[1]}")
-    if min(len(x), len(y)) <= k:
-        raise ValueError(f"need more than k={k} items on each side, have {len(x)} and {len(y)}")
+    the Gaussian-kernel deficits CMMD needs; `kid_subsets`: also sum KID's cubic parts over them."""
+    x, y = as_float32_pair(reference, candidate, k)
     d = x.shape[1]
     # The products run on vectors centred on the reference mean: distances do not change, and the
     # expansion |q|^2 + |p|^2 - 2 q.p loses far fewer digits (features far from the origin). Every
@@ -118,19 +122,37 @@ def pairwise_summary(reference: np.ndarray, candidate: np.ndarray, k: int = 5, r
     mean = x.mean(axis=0, dtype=np.float64)
     xc, yc = (x - mean).astype(np.float32), (y - mean).astype(np.float32)
     nxc, nyc = sq_norms(xc), sq_norms(yc)
-    deficits = {}
+    deficits, cubic = {}, {}
+    if kid_subsets is not None:
+        nx, ny = sq_norms(x), sq_norms(y)
+        sets_x, sets_y = kid_subsets.indicators(len(x), len(y))
+        kid_consumers = {"xx": CubicSubsetSums(nx, nx, sets_x, sets_x, d, self_pass=True),
+                         "yy": CubicSubsetSums(ny, ny, sets_y, sets_y, d, self_pass=True),
+                         "xy": CubicSubsetSums(ny, nx, sets_y, sets_x, d, self_pass=False)}
+
+    def extra_consumers(name: str, self_pass: bool) -> tuple:
+        extra = []
+        if rbf_gamma is not None:
+            extra.append(RbfDeficitSum(rbf_gamma, self_pass=self_pass))
+        if kid_subsets is not None:
+            extra.append(kid_consumers[name])
+        return tuple(extra)
+
+    def collect(name: str, consumers: tuple) -> None:
+        for consumer in consumers:
+            if isinstance(consumer, RbfDeficitSum):
+                deficits[name] = consumer.total
+            elif isinstance(consumer, CubicSubsetSums):
+                cubic[name] = consumer.sums
 
     def self_sweep(z: np.ndarray, zc: np.ndarray, norms: np.ndarray, points: Points, name: str
                    ) -> tuple[np.ndarray, Nearest]:
-        consumers = ()
-        if rbf_gamma is not None:
-            consumers = (RbfDeficitSum(rbf_gamma, self_pass=True),)
+        consumers = extra_consumers(name, self_pass=True)
         fetch = min(len(z) - 1, k + EXTRA)
         approx, idx = nearest_candidates(zc, points, fetch, self_start=0, consumers=consumers)
-        if consumers:
-            deficits[name] = consumers[0].total
+        collect(name, consumers)
         tol = _tolerance(norms, float(norms.max()), d)
-        radii = _refine_kth(z, approx, idx, k, group=len(z), all_fetched=fetch >= len(z) - 1, tol=tol)
+        radii = refine_kth(z, approx, idx, k, group=len(z), all_fetched=fetch >= len(z) - 1, tol=tol)
         return radii, Nearest(*exact_nearest(z, z, approx, idx, tol, self_start=0))
 
     x_points = Points(xc)
@@ -138,14 +160,11 @@ def pairwise_summary(reference: np.ndarray, candidate: np.ndarray, k: int = 5, r
     ry2, candidate_nearest = self_sweep(y, yc, nyc, Points(yc), "yy")
 
     cross = CrossMembership(x, y, rx2, ry2)
-    consumers = [MembershipConsumer(cross, nyc, float(nxc.max()), d)]
-    if rbf_gamma is not None:
-        consumers.append(RbfDeficitSum(rbf_gamma, self_pass=False))
+    consumers = (MembershipConsumer(cross, nyc, float(nxc.max()), d), *extra_consumers("xy", self_pass=False))
     fetch = min(len(x), 1 + EXTRA)
-    approx, idx = nearest_candidates(yc, x_points, fetch, consumers=tuple(consumers))
-    if rbf_gamma is not None:
-        deficits["xy"] = consumers[1].total
+    approx, idx = nearest_candidates(yc, x_points, fetch, consumers=consumers)
+    collect("xy", consumers)
     tol = _tolerance(nyc, float(nxc.max()), d)
     candidate_to_reference = Nearest(*exact_nearest(y, x, approx, idx, tol))
     return PairwiseSummary(cross.result(k), reference_nearest, candidate_nearest, candidate_to_reference,
-                           deficits or None, rbf_gamma)
+                           deficits or None, rbf_gamma, cubic or None)

@@ -1,7 +1,8 @@
 """Metrics engine benchmark (issue 3).
 
     pip install "prdc==0.2"           # only for the comparison; not a dependency of madaudit
-    python benchmarks/bench_metrics.py [--sizes 10000,50000] [--prdc-size 10000]
+    python benchmarks/bench_metrics.py [--sizes 10000,50000] [--prdc-size 10000] [--compare] [--breakdown]
+                                       [--isotropic]
 
 Data: N = M points in d = 512 drawn from a Gaussian with the covariance of the real CLIP Food-101
 embeddings (../shared/data/real-clip; isotropic if absent), the candidate's spread scaled by
@@ -79,6 +80,34 @@ def matrix_products(x: np.ndarray, y: np.ndarray, rows: int = 2048) -> float:
     return time.perf_counter() - start
 
 
+def breakdown(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    import sklearn.cluster  # noqa: F401  (import time is not the metric's)
+
+    from audit import metrics
+    from audit.clusters import _CACHE
+    from audit.kid import draw_subsets
+    from audit.pairwise import pairwise_summary
+
+    steps = {
+        "matrix_products": lambda: matrix_products(x, y),
+        "pass_bare": lambda: pairwise_summary(x, y, 5),
+        "pass_with_cmmd": lambda: pairwise_summary(x, y, 5, rbf_gamma=0.005),
+        "pass_with_cmmd_and_kid": lambda: pairwise_summary(x, y, 5, rbf_gamma=0.005,
+                                                           kid_subsets=draw_subsets(len(x), len(y))),
+        "kid_subset_by_subset": lambda: metrics.kid(x, y),
+        "kmeans_cluster_tail_mass": lambda: metrics.cluster_tail_mass(x, y),
+        "fd": lambda: metrics.frechet_distance(x, y),
+        "vendi": lambda: (metrics.vendi_score(x), metrics.vendi_score(y)),
+        "compare": lambda: (_CACHE.clear(), metrics.compare(x, y)),
+    }
+    out = {}
+    for name, step in steps.items():
+        start = time.perf_counter()
+        step()
+        out[name] = round(time.perf_counter() - start, 3)
+    return out
+
+
 def worker(method: str, n: int, isotropic: bool = False) -> None:
     x, y = make_data(n, isotropic=isotropic)
     base = peak_rss_mib()
@@ -91,6 +120,8 @@ def worker(method: str, n: int, isotropic: bool = False) -> None:
         from audit.metrics import compare
 
         values = {name: m.value for name, m in compare(x, y, 5).metrics.items() if name in ("precision", "fd", "cmmd")}
+    elif method == "breakdown":  # where compare's time goes, step by step, in this process
+        values = breakdown(x, y)
     else:
         from prdc import compute_prdc
 
@@ -119,6 +150,7 @@ def main() -> None:
     parser.add_argument("--prdc-size", type=int, default=10000, help="size at which prdc 0.2 runs (0 to skip)")
     parser.add_argument("--compare", action="store_true", help="also time `compare` (every metric)")
     parser.add_argument("--isotropic", action="store_true", help="isotropic Gaussian data instead of CLIP-like")
+    parser.add_argument("--breakdown", action="store_true", help="also time compare's steps one by one (in one process)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -136,6 +168,8 @@ def main() -> None:
             every = run_worker("compare", n, iso)
             ratio = every["seconds"] / every["matrix_products_seconds"]
             print(json.dumps({**every, "ratio_to_matrix_products": round(ratio, 3)}), flush=True)
+        if args.breakdown:
+            print(json.dumps(run_worker("breakdown", n, iso)), flush=True)
         if n == args.prdc_size:
             try:
                 theirs = run_worker("prdc", n, iso)

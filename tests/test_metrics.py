@@ -249,6 +249,21 @@ def test_one_pass_with_small_blocks(monkeypatch):
     assert small.rbf_deficits == pytest.approx(expected.rbf_deficits, rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["gaussian", "unit_with_copies"])
+def test_kid_in_the_pass_equals_kid_subset_by_subset(name):
+    """The cubic sums taken inside the pass (indicator products over every subset at once) give
+    the estimator of the subset loop, which the brute-force test above checks."""
+    from audit.kid import draw_subsets, kid_from_cubic_sums
+
+    x, y = datasets()[name]
+    subsets = draw_subsets(len(x), len(y), n_subsets=7, subset_size=120, seed=5)
+    summary = pairwise_summary(x, y, 5, kid_subsets=subsets)
+    in_pass = kid_from_cubic_sums(x, y, subsets, summary.kid_cubic)
+    by_subset = metrics.kid(x, y, n_subsets=7, subset_size=120, seed=5)
+    assert in_pass == pytest.approx(by_subset, rel=1e-5, abs=1e-9)
+    assert metrics.kid(x, y, 7, 120, seed=6) != by_subset  # the draws matter, so they are the same ones
+
+
 def test_calibrated_duplicates_equal_brute_force():
     """The threshold is an observed reference nearest-neighbour distance at the quantile, and the
     flagged items are exactly those whose brute-force nearest neighbour is that close."""
