@@ -3,7 +3,9 @@
 Lloyd's algorithm from scikit-learn, seeded, started from k-means++ centres chosen on a seeded
 subsample of at most `INIT_POINTS_PER_CLUSTER` points a cluster: k-means++ over all points costs
 several distance passes per centre and was most of the time of a 10,000-point fit, while the
-subsample gives the same spread of starting centres (Lloyd's iterations then run on every point).
+subsample gives the same spread of starting centres (Lloyd's iterations then run on every point,
+at most 50: a structureless Gaussian blob needs about 70 to settle, and ends 0.02% lower in
+inertia for them).
 
 A fit is remembered for the process, keyed by the data's bytes, the number of clusters and the
 seed, so the metrics, the detectors' checks and the projector asking for the same clusters of the
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 INIT_POINTS_PER_CLUSTER = 40
+MAX_ITER = 50  # Lloyd iterations at most (scikit-learn's default is 300; real CLIP sets converge in about 15)
 _CACHE: dict[tuple[str, int, int], Clusters] = {}
 _CACHE_SIZE = 8
 
@@ -52,7 +55,7 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0) -> Clusters:
     n_init_points = min(len(x), INIT_POINTS_PER_CLUSTER * n_clusters)
     sample = x[np.sort(rng.choice(len(x), n_init_points, replace=False))]
     centres, _ = kmeans_plusplus(sample, n_clusters, random_state=seed)
-    fit = KMeans(n_clusters=n_clusters, init=centres, n_init=1, random_state=seed).fit(x)
+    fit = KMeans(n_clusters=n_clusters, init=centres, n_init=1, max_iter=MAX_ITER, random_state=seed).fit(x)
     result = Clusters(fit.cluster_centers_.astype(np.float64), fit.labels_.astype(np.int64))
     result.centroids.flags.writeable = result.labels.flags.writeable = False  # shared through the cache
     if len(_CACHE) >= _CACHE_SIZE:

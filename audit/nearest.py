@@ -77,7 +77,8 @@ def nearest_candidates(queries: np.ndarray, points: np.ndarray | Points, fetch: 
     q_sq = np.einsum("ij,ij->i", queries, queries)
     rows = max(1, min(q, (block_bytes or BLOCK_BYTES) // (4 * width)))
     chunk = max(1, CHUNK_BYTES // (4 * width))
-    buffer = np.full((rows, width), np.inf, dtype=np.float32)
+    buffer = np.empty((rows, width), dtype=np.float32)
+    buffer[:, n:] = np.inf  # the padding of the last group; the rest is written by each GEMM
     sq = np.empty((q, fetch), dtype=np.float64)
     idx = np.empty((q, fetch), dtype=np.int64)
     for block_start in range(0, q, rows):
