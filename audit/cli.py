@@ -96,6 +96,71 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose}
 
 
+def _apply(f, options):
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+TOP_DEFAULT = 24  # most suspicious items listed (fraction) and shown in the report's gallery (scan)
+
+
+def metric_options(f):
+    """Options of the metrics, shared by `metrics` and `scan`."""
+    return duplicate_options(_apply(f, [
+        click.option("--tail-q", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+                     help="Share of the reference (the sparsest points) that tail coverage looks at."),
+        click.option("--clusters", default=None, type=click.IntRange(min=2),
+                     help="k-means clusters for the cluster tail mass [default: N/50, between 2 and 50]."),
+    ]))
+
+
+def fraction_options(f):
+    """Options of the synthetic-share estimate, shared by `fraction` and `scan`."""
+    return _apply(f, [
+        click.option("--delta", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="BBE's lower bound holds with probability 1 - delta."),
+        click.option("--top", default=TOP_DEFAULT, show_default=True, type=click.IntRange(min=0),
+                     help="Most suspicious items to list (scan: to show in the report's gallery)."),
+    ])
+
+
+def forecast_options(f):
+    """The forecast's knobs, shared by `project` and `scan`, with one set of defaults (those of
+    [forecast] in the config, `policy.ForecastSettings`); a flag overrides the config."""
+    from audit.policy import ForecastSettings
+
+    base = ForecastSettings()
+    return _apply(f, [
+        click.option("--loop", default=None, type=click.Choice(["fully_synthetic", "augment", "fresh", "accumulate", "all"]),
+                     help=f"Loop model (`all`: every loop, `project` only) [default: {base.loop}]."),
+        click.option("--stand-in", "stand_in", default=None, type=click.Choice(["auto", "gaussian", "gmm", "categorical"]),
+                     help=f"Generative stand-in (auto: the first that reproduces the reference at generation 0) "
+                          f"[default: {base.model}]."),
+        click.option("--generations", default=None, type=click.IntRange(1, LIMITS["generations"]),
+                     help=f"[default: {base.generations}]"),
+        click.option("--runs", default=None, type=click.IntRange(1, LIMITS["runs"]),
+                     help=f"Monte Carlo runs (runs x generations at most {MAX_RUNS_X_GENERATIONS:,}) [default: {base.runs}]."),
+        click.option("--dim", default=None, type=click.IntRange(1, LIMITS["dim"]),
+                     help=f"PCA subspace dimension [default: {base.dim}]."),
+        click.option("--threshold", default=None, type=click.FloatRange(0, 1, min_open=True),
+                     help=f"Share of the real-only loop's recall / tail coverage that marks the MAD horizon "
+                          f"[default: {base.threshold}]."),
+        click.option("--eval-size", default=None, type=click.IntRange(10, LIMITS["eval_size"]),
+                     help=f"Samples a run scores against up to 1,000 held-out reference points [default: {base.eval_size}]."),
+    ])
+
+
+def _forecast_settings(base, loop=None, stand_in=None, generations=None, runs=None, dim=None, threshold=None,
+                       eval_size=None):
+    """`base` (the config's [forecast]) with the flags that were given."""
+    import dataclasses
+
+    given = {"loop": loop, "model": stand_in, "generations": generations, "runs": runs, "dim": dim,
+             "threshold": threshold, "eval_size": eval_size}
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
 def duplicate_options(f):
     """How near duplicates are called (`audit.duplicates`), for `metrics` and `scan`."""
     options = [
@@ -108,9 +173,7 @@ def duplicate_options(f):
         click.option("--duplicate-cosine", default=0.95, show_default=True, type=click.FloatRange(-1, 1),
                      help="Cosine similarity threshold (the cosine rule)."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(f, options)
 
 
 def model_options(f):
@@ -187,11 +250,7 @@ def embed(source, out, **flags):
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]), help="Neighbours for the k-NN radii.")
-@click.option("--tail-q", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
-              help="Share of the reference (the sparsest points) that tail coverage looks at.")
-@duplicate_options
-@click.option("--clusters", default=None, type=click.IntRange(min=2),
-              help="k-means clusters for the cluster tail mass [default: N/50, between 2 and 50].")
+@metric_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of a table.")
 @model_options
@@ -261,10 +320,8 @@ def detector_train(real_path, synthetic_path, out, seed, k, force, **flags):
 @click.option("--detector", "detector_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A detector.json from `madaudit detector train` (adds the supervised estimate).")
 @click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]))
-@click.option("--delta", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="BBE's lower bound holds with probability 1 - delta.")
+@fraction_options
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="Most suspicious items to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print every estimate, interval, method and warning as JSON.")
 @model_options
 def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, **flags):
@@ -301,23 +358,11 @@ def fraction(reference, candidate, detector_path, k, delta, seed, top, as_json, 
 @click.argument("candidate", required=False, type=click.Path(path_type=Path))
 @click.option("--detector", "detector_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="With CANDIDATE: use this detector's synthetic share and scores.")
-@click.option("--loop", default="fresh", show_default=True,
-              type=click.Choice(["fully_synthetic", "augment", "fresh", "accumulate", "all"]))
-@click.option("--stand-in", "stand_in", default="auto", show_default=True,
-              type=click.Choice(["auto", "gaussian", "gmm", "categorical"]),
-              help="Generative stand-in (auto: the first that reproduces the reference at generation 0).")
+@forecast_options
 @click.option("--real-fraction", type=click.FloatRange(0, 1), help="Fresh/fixed real share p [default: from CANDIDATE, else 0.1].")
 @click.option("--n", "n", type=click.IntRange(2, LIMITS["n"]),
               help="Training items per generation [default: CANDIDATE's size, else 1000].")
 @click.option("--lam", type=click.FloatRange(0, 1, min_open=True), help="Sampling bias [default: from CANDIDATE, else 0.8].")
-@click.option("--generations", default=20, show_default=True, type=click.IntRange(1, LIMITS["generations"]))
-@click.option("--runs", default=200, show_default=True, type=click.IntRange(1, LIMITS["runs"]),
-              help=f"Monte Carlo runs (runs x generations at most {MAX_RUNS_X_GENERATIONS:,}).")
-@click.option("--dim", default=64, show_default=True, type=click.IntRange(1, LIMITS["dim"]), help="PCA subspace dimension.")
-@click.option("--threshold", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True),
-              help="Share of the real-only loop's recall / tail coverage that marks the MAD horizon.")
-@click.option("--eval-size", default=200, show_default=True, type=click.IntRange(10, LIMITS["eval_size"]),
-              help="Samples a run scores against up to 1,000 held-out reference points.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--from-report", "from_report", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Take p, lambda and n measured by a scan from its report.json (instead of CANDIDATE).")
@@ -332,7 +377,11 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
     from audit.render import forecast_plot, forecast_table
 
     from audit.limits import check_forecast
+    from audit.policy import ForecastSettings
 
+    settings = _forecast_settings(ForecastSettings(), loop, stand_in, generations, runs, dim, threshold, eval_size)
+    loop, stand_in, generations, runs = settings.loop, settings.model, settings.generations, settings.runs
+    dim, threshold, eval_size = settings.dim, settings.threshold, settings.eval_size
     check_forecast(generations, runs, dim, eval_size, n)
     options = _embed_options(**flags)
     measured: dict = {}
@@ -426,11 +475,15 @@ def gate_flags(f):
               help="Exit 1 when a gate of this severity (or worse) trips; never: always exit 0 after reporting.")
 @click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]))
 @click.option("--seed", default=0, show_default=True, type=int)
-@duplicate_options
+@metric_options
+@fraction_options
+@forecast_options
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to the terminal instead of the verdict table.")
 @gate_flags
 @model_options
-def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, duplicates, duplicate_quantile,
-         duplicate_cosine, **flags):
+def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, tail_q, duplicates, duplicate_quantile,
+         duplicate_cosine, clusters, delta, top, loop, stand_in, generations, runs, dim, threshold, eval_size, as_json,
+         **flags):
     """Audit CANDIDATE against REFERENCE end to end: embed (cache reused), every metric, the
     synthetic share, the MAD forecast, the policy's gates; write the reports; exit 0 (pass,
     warnings allowed), 1 (a gate failed), 2 (usage or config error) or 3 (input error)."""
@@ -438,15 +491,28 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
 
     from detectors.probe import SupervisedProbe
 
+    import dataclasses
+
+    from audit.limits import check_forecast
+
     policy = _policy(config_path, flags)
+    forecast = _forecast_settings(policy.forecast, loop, stand_in, generations, runs, dim, threshold, eval_size)
+    if forecast.loop == "all":
+        raise click.UsageError("scan forecasts one loop; --loop all is for `madaudit project`")
+    check_forecast(forecast.generations, forecast.runs, forecast.dim, forecast.eval_size)
+    policy = dataclasses.replace(policy, forecast=forecast)
     if detector_path is not None:
         SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
     options = _embed_options(**flags)
-    result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed, duplicate_rule=duplicates,
-                       duplicate_quantile=duplicate_quantile, duplicate_threshold=duplicate_cosine)
+    result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed, tail_q=tail_q,
+                       duplicate_rule=duplicates, duplicate_quantile=duplicate_quantile,
+                       duplicate_threshold=duplicate_cosine, n_clusters=clusters, delta=delta, gallery_size=top)
     written = write_reports(result.to_dict(), out)
-    click.echo(verdict_table(result.to_dict()))
-    click.echo(f"reports: {', '.join(str(p) for p in written.values())}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(verdict_table(result.to_dict()))
+        click.echo(f"reports: {', '.join(str(p) for p in written.values())}")
     trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
     if result.verdict in trips:
         sys.exit(1)

@@ -124,6 +124,8 @@ def scan(
     duplicate_rule: str = "calibrated",
     duplicate_quantile: float = 0.001,
     duplicate_threshold: float = 0.95,
+    n_clusters: int | None = None,
+    delta: float = 0.05,
     seed: int = 0,
     gallery_size: int = 24,
     map_points: int = 1000,
@@ -144,9 +146,9 @@ def scan(
     x, y = ref.embeddings.vectors, cand.embeddings.vectors
     try:
         comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_rule=duplicate_rule, duplicate_quantile=duplicate_quantile,
-                             duplicate_threshold=duplicate_threshold, seed=seed,
+                             duplicate_threshold=duplicate_threshold, n_clusters=n_clusters, seed=seed,
                              reference_keys=ref.embeddings.keys, candidate_keys=cand.embeddings.keys)
-        fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, seed=seed)
+        fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, delta=delta, seed=seed)
         # With a detector its estimate is the answer, even when it says "not identifiable":
         # falling back to another number would pass a gate on what the detector cannot see.
         primary = "supervised" if probe is not None else "unsupervised"
@@ -188,7 +190,7 @@ def scan(
         "model": cand.embeddings.model_identity or ref.embeddings.model_identity,
         "index": {"kind": "exact", "library": "numpy", "blas": blas_description(), "recall": 1.0},
         "settings": {"k": k, "tail_q": tail_q, "duplicate_rule": duplicate_rule, "duplicate_quantile": duplicate_quantile,
-                     "duplicate_threshold": duplicate_threshold, "seed": seed},
+                     "duplicate_threshold": duplicate_threshold, "clusters": n_clusters, "delta": delta, "seed": seed},
         "metrics": metrics,
         "near_duplicates": near_duplicates,
         "synthetic_fraction": {"primary": primary, "value": values["synthetic_fraction"],

@@ -9,6 +9,7 @@ import time
 
 import huggingface_hub
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
@@ -237,3 +238,59 @@ def test_project_stand_in_option_does_not_clash_with_the_embedder_model(tmp_path
                                "--runs", "4", "--dim", "8", "--json")
     assert code == 0, output
     assert json.loads(output)["forecasts"][0]["model"] == "categorical"
+
+
+# Every option that two or more subcommands share, with the one default it has everywhere.
+SHARED_OPTIONS = {
+    "k": (5, ["metrics", "fraction", "scan", "detector train"]),
+    "seed": (0, ["metrics", "fraction", "project", "scan", "detector train", "demo"]),
+    "tail_q": (0.1, ["metrics", "scan"]),
+    "clusters": (None, ["metrics", "scan"]),
+    "duplicates": ("calibrated", ["metrics", "scan"]),
+    "duplicate_quantile": (0.001, ["metrics", "scan"]),
+    "duplicate_cosine": (0.95, ["metrics", "scan"]),
+    "delta": (0.05, ["fraction", "scan"]),
+    "top": (24, ["fraction", "scan"]),
+    "loop": (None, ["project", "scan"]),  # None: the config's [forecast] value, else its default
+    "stand_in": (None, ["project", "scan"]),
+    "generations": (None, ["project", "scan"]),
+    "runs": (None, ["project", "scan"]),
+    "dim": (None, ["project", "scan"]),
+    "threshold": (None, ["project", "scan"]),
+    "eval_size": (None, ["project", "scan"]),
+    "as_json": (False, ["metrics", "fraction", "project", "scan", "policy"]),
+    "model": ("ViT-B-32", ["embed", "metrics", "fraction", "project", "scan", "detector train"]),
+    "max_file_mb": (256.0, ["embed", "metrics", "fraction", "project", "scan", "detector train"]),
+}
+
+
+def _command(path: str):
+    command = main
+    for name in path.split():
+        command = command.commands[name]
+    return command
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_OPTIONS))
+def test_shared_options_have_one_name_and_one_default(name):
+    default, commands = SHARED_OPTIONS[name]
+    for path in commands:
+        params = {p.name: p for p in _command(path).params}
+        assert name in params, f"`madaudit {path}` lacks --{name.replace('_', '-')}"
+        if default is False:  # a flag (click keeps its default as a sentinel)
+            assert params[name].is_flag, (path, name)
+        else:
+            assert params[name].default == default, (path, name, params[name].default)
+        first = next(p for p in _command(commands[0]).params if p.name == name)
+        assert params[name].opts == first.opts, (path, params[name].opts)  # the same flag spelling
+
+
+def test_forecast_flags_resolve_against_the_config():
+    """One set of forecast defaults: project and scan resolve unset flags to [forecast]'s values."""
+    from audit.cli import _forecast_settings
+    from audit.policy import ForecastSettings
+
+    base = ForecastSettings()
+    assert _forecast_settings(base) == base
+    changed = _forecast_settings(ForecastSettings(generations=7), runs=3, stand_in="gaussian")
+    assert (changed.generations, changed.runs, changed.model, changed.dim) == (7, 3, "gaussian", base.dim)
