@@ -511,7 +511,7 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(verdict_table(result.to_dict()))
+        click.echo(verdict_table(result.to_dict(), _status_colour))
         click.echo(f"reports: {', '.join(str(p) for p in written.values())}")
     trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
     if result.verdict in trips:
@@ -567,9 +567,14 @@ def demo(out, seed):
     from audit.report import verdict_table
 
     result, paths = run_demo(out, seed=seed, progress=lambda msg: click.echo(msg))
-    click.echo(verdict_table(result.to_dict()))
+    click.echo(verdict_table(result.to_dict(), _status_colour))
     click.echo("\n" + forecast_headline(result.to_dict()["forecast"]))
     click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
+
+
+def _status_colour(text: str, status: str) -> str:
+    """Green, yellow or red status cells (click drops the colour when the output is not a terminal)."""
+    return click.style(text, fg={"pass": "green", "warn": "yellow", "fail": "red"}.get(status), bold=status == "fail")
 
 
 def _policy(config_path, flags):

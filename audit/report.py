@@ -13,6 +13,7 @@ import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,15 +127,35 @@ def verdict_line(data: dict[str, Any]) -> str:
             f"{counts['pass']} passed of {len(gates)} gates)")
 
 
-def verdict_table(data: dict[str, Any]) -> str:
-    """The short table `madaudit scan` prints, then every estimate warning."""
+def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambda text, status: text) -> str:
+    """The short table `madaudit scan` prints, then the reasons that are otherwise only in the files:
+    the synthetic-share estimate used, every estimate warning, the near-duplicate rule and the
+    skipped files by reason. `style(text, status)` may colour a status cell (after padding)."""
     rows = [(g["status"].upper() + (" (unknown)" if g.get("unknown") else ""), g["metric"], _fmt(g["value"]),
              f"{'>=' if g['comparator'] == 'min' else '<='} {g['threshold']:g}", g["severity"]) for g in data["gates"]]
     header = ("status", "gate", "value", "threshold", "severity")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"warning: {_visible(w)}" for w in data["synthetic_fraction"]["warnings"]]  # reasons, not only in the files
+
+    def line(row, status=None):
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)]
+        if status is not None:
+            cells[0] = style(cells[0], status)
+        return "  ".join(cells).rstrip()
+
+    lines = [line(header), "  ".join("-" * w for w in widths)]
+    lines += [line(r, g["status"]) for r, g in zip(rows, data["gates"])]
+    sf = data["synthetic_fraction"]
+    primary = sf["estimates"].get(sf["primary"])
+    if primary is not None:
+        lines.append(f"synthetic share ({_visible(sf['primary'])}): {_estimate_text(primary)}, {_visible(primary['method'])}")
+    lines += [f"warning: {_visible(w)}" for w in sf["warnings"]]  # reasons, not only in the files
+    nd = data.get("near_duplicates") or {}
+    if nd.get("description"):
+        lines.append(f"near duplicates: {_visible(nd['description'])}")
+    for side in ("reference", "candidate"):
+        by_reason = data["inputs"][side]["skipped_by_reason"]
+        if by_reason:
+            lines.append(f"skipped in the {side}: " + ", ".join(f"{_visible(r)} x {n}" for r, n in sorted(by_reason.items())))
     return verdict_line(data) + "\n" + "\n".join(lines)
 
 
@@ -145,8 +166,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines = [f"## madaudit: {verdict}", "",
              f"Candidate {_md(inputs['candidate']['path'])} ({_md(inputs['candidate']['items'])} items) against "
              f"reference {_md(inputs['reference']['path'])} ({_md(inputs['reference']['items'])} items); "
-             f"model {_md(_model_name(data))}.", "",
-             "| gate | value | threshold | severity | status |", "|---|---|---|---|---|"]
+             f"model {_md(_model_name(data))}.", ""]
+    lines += [f"- {_md(line)}" for line in summary_findings(data)]
+    lines += ["", "| gate | value | threshold | severity | status |", "|---|---|---|---|---|"]
     for g in data["gates"]:
         lines.append(f"| {_md(g['metric'])} | {_md(_fmt(g['value']))} | {'≥' if g['comparator'] == 'min' else '≤'} "
                      f"{_md(_fmt(g['threshold']))} | {_md(g['severity'])} | "
@@ -226,9 +248,11 @@ th{background:#f5f6fa} .num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict-pass{background:#e3f6e8;color:#17602f} .verdict-warn{background:#fff4d6;color:#7a5400} .verdict-fail{background:#fde4e4;color:#8e1b1b}
 .status-pass{color:#17602f} .status-warn{color:#7a5400} .status-fail{color:#8e1b1b;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px} .warning{background:#fff8e6;border-left:4px solid #e0a800;padding:6px 10px;margin:6px 0}
-#gallery{display:flex;flex-wrap:wrap;gap:10px} figure.suspicious{margin:0;width:130px;font-size:11px;word-break:break-all}
+#gallery{display:flex;flex-wrap:wrap;gap:10px} figure.suspicious{margin:0;width:140px;font-size:11px}
+.key{overflow-wrap:anywhere} nav ul{display:flex;flex-wrap:wrap;gap:4px 14px;list-style:none;padding:0;margin:8px 0}
+#summary li{margin:3px 0} .table-wrap{overflow-x:auto} svg.plot{max-width:100%;height:auto}
 figure.suspicious img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccd;background:#fff}
-#duplicate-pairs{display:flex;flex-wrap:wrap;gap:12px} figure.pair{margin:0;width:210px;font-size:11px;word-break:break-all}
+#duplicate-pairs{display:flex;flex-wrap:wrap;gap:12px} figure.pair{margin:0;width:210px;font-size:11px;overflow-wrap:anywhere}
 figure.pair img,figure.pair div{display:inline-block;width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccd;background:#fff;margin-right:4px}
 .muted{color:#667}
 """
@@ -257,47 +281,91 @@ def render_html(data: dict[str, Any]) -> str:
         + (f"<img alt='{e(item['key'])}' src='{e(item['thumbnail'])}'>"
            if isinstance(item.get("thumbnail"), str) and _THUMBNAIL.fullmatch(item["thumbnail"]) else
            "<div class='muted'>(no image)</div>")
-        + f"<figcaption>{e(item['key'])}<br>" + ", ".join(f"{e(k)} {v:.3f}" for k, v in item.items()
-                                                          if isinstance(v, float) and k != "key") + "</figcaption></figure>"
+        + f"<figcaption><span class='key'>{e(item['key'])}</span><br>" + "<br>".join(
+            f"{e(k.replace('_', ' '))} {v:.3f}" for k, v in item.items() if isinstance(v, float) and k != "key")
+        + "</figcaption></figure>"
         for item in data["gallery"])
     duplicates = _duplicates_html(data)
     skipped = "".join(f"<li>{e(side)}: {e(reason)} × {n}</li>" for side in ("reference", "candidate")
                       for reason, n in inputs[side]["skipped_by_reason"].items())
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <title>madaudit report: {verdict.upper()}</title>
 <style>{_CSS}</style></head><body>
 <h1>madaudit report</h1>
 <section id="verdict" class="verdict-{verdict}">{e(verdict_line(data))}</section>
+<ul id="summary">{"".join(f"<li>{e(line)}</li>" for line in summary_findings(data))}</ul>
+<nav><ul>{"".join(f"<li><a href='#{a}'>{e(t)}</a></li>" for a, t in _SECTIONS)}</ul></nav>
 <p class="muted">Candidate <code>{e(inputs['candidate']['path'])}</code> ({e(inputs['candidate']['items'])} items) against
 reference <code>{e(inputs['reference']['path'])}</code> ({e(inputs['reference']['items'])} items); model
 <code>{e(_model_name(data))}</code>; {e(data['created'])}; madaudit {e(data['madaudit_version'])}.</p>
-<h2>Gates</h2>
-<table id="gates"><tr><th>gate</th><th>value</th><th>threshold</th><th>severity</th><th>status</th><th>message</th></tr>{gate_rows}</table>
-<h2>Synthetic share</h2>
+<h2 id="gates-section">Gates</h2>
+<div class="table-wrap"><table id="gates"><tr><th>gate</th><th>value</th><th>threshold</th><th>severity</th><th>status</th><th>message</th></tr>{gate_rows}</table></div>
+<h2 id="synthetic-share-section">Synthetic share</h2>
 <table id="synthetic-share"><tr><th>estimate</th><th>value</th><th>method</th></tr>{estimate_rows}</table>{warnings}
-<h2>Fidelity, diversity, tails</h2>
+<h2 id="metrics-section">Fidelity, diversity, tails</h2>
 <div class="plots">{_bars_svg(data)}</div>
-<table id="metrics"><tr><th>metric</th><th>value</th><th>95% interval</th><th>method</th><th>parameters</th></tr>{metric_rows}</table>
-<h2>Map of both sets</h2>
+<div class="table-wrap"><table id="metrics"><tr><th>metric</th><th>value</th><th>95% interval</th><th>method</th><th>parameters</th></tr>{metric_rows}</table></div>
+<h2 id="map-section">Map of both sets</h2>
 <div class="plots">{_map_svg(data['map'])}</div>
 <p class="muted">{e(data['map']['method'])}; reference grey, candidate coloured by how synthetic it looks
 (blue: like the reference, red: suspicious).</p>
-<h2>Forecast</h2>
+<h2 id="forecast-section">Forecast</h2>
 <p id="forecast-sentence"><b>{e(horizon_sentence(fc))}</b></p>
 <ul id="forecast-summary">{"".join(f"<li>{e(line)}</li>" for line in summary_lines(fc)[1:])}</ul>
 <div class="plots" id="forecast-plots">{''.join(_forecast_svg(fc, name) for name in FORECAST_PANELS) if fc["available"] else ""}</div>
 <p class="muted">Curves: median and 10–90% band over runs, divided by the real-only loop's median (1.0 = as good as
 training on fresh real data only); dashed line: the horizon threshold. fd_model: FD of the fitted model to the stand-in's
 truth, relative too (above 1 is worse).</p>
-<h2>Most suspicious candidate items</h2>
+<h2 id="gallery-section">Most suspicious candidate items</h2>
 <div id="gallery">{gallery or "<p class='muted'>none</p>"}</div>
-<h2>Near duplicates</h2>
+<h2 id="duplicates-section">Near duplicates</h2>
 {duplicates}
-<h2>Unreadable and skipped files</h2>
+<h2 id="skipped-section">Unreadable and skipped files</h2>
 <ul id="skipped">{skipped or "<li>none</li>"}</ul>
 </body></html>
 """
+
+
+_SECTIONS = [("gates-section", "Gates"), ("synthetic-share-section", "Synthetic share"),
+             ("metrics-section", "Metrics"), ("map-section", "Map"), ("forecast-section", "Forecast"),
+             ("gallery-section", "Suspicious items"), ("duplicates-section", "Near duplicates"),
+             ("skipped-section", "Skipped files")]
+
+# What to do about a gate that did not pass, in a data lead's words.
+_NEXT_STEP = {
+    "synthetic_fraction": "filter the most suspicious items (per-item scores in report.json) or replace them with fresh real data",
+    "synthetic_fraction_lower": "filter the most suspicious items (per-item scores in report.json) or replace them with fresh real data",
+    "out_of_manifold": "look at the items outside the reference's k-NN balls: off-topic content or a reference that misses it",
+    "precision": "look at the most suspicious items: much of the candidate lies outside the reference's manifold",
+    "recall": "add real data for what the candidate misses: it covers less of the reference's variety",
+    "coverage": "add real data for the regions the candidate leaves empty",
+    "tail_coverage": "add real data for the rare cases: the tails vanish first under MAD",
+    "cluster_tail_mass": "add real data for the reference's small clusters",
+    "reference_copy_rate": "remove the copies of reference items (pairs below): they leak the reference into training",
+    "duplicate_rate": "deduplicate the candidate (pairs below)",
+    "unreadable_share": "fix or remove the unreadable files (listed below by reason)",
+    "forecast_recall": "mix in more fresh real data before reusing this mixture for training",
+    "forecast_tail_coverage": "mix in more fresh real data before reusing this mixture for training",
+}
+
+
+def summary_findings(data: dict[str, Any], most: int = 3) -> list[str]:
+    """Plain sentences for the top of the report: the gates that drove the verdict (failed first),
+    each with what to do next; or why it passed."""
+    order = {"fail": 0, "warn": 1}
+    driving = sorted((g for g in data["gates"] if g["status"] in order), key=lambda g: order[g["status"]])
+    if not driving:
+        return [f"Every gate passed ({len(data['gates'])} checked): nothing in this audit argues against training on the candidate."]
+    lines = []
+    for g in driving[:most]:
+        what = "failed" if g["status"] == "fail" else "warns"
+        value = "unknown" if g.get("unknown") else _fmt(g["value"])
+        lines.append(f"{g['metric']} {what}: {value}, allowed {'at least' if g['comparator'] == 'min' else 'at most'} "
+                     f"{_fmt(g['threshold'])}. Next: {_NEXT_STEP.get(g['metric'], 'see the section below')}.")
+    if len(driving) > most:
+        lines.append(f"{len(driving) - most} more gates did not pass (table below).")
+    return lines
 
 
 def _duplicates_html(data: dict[str, Any]) -> str:
@@ -305,8 +373,9 @@ def _duplicates_html(data: dict[str, Any]) -> str:
     e = _h
     nd = data["near_duplicates"]
     rule = e(nd.get("description") or f"{nd['rule']} rule, threshold {_fmt(nd['threshold'])}")
-    baseline = (f" By construction about {e(_fmt(nd['reference_rate']))} of the reference's own items have a neighbour "
-                "that close: compare the candidate's rates with it." if _number(nd.get("reference_rate")) else "")
+    rate = nd.get("reference_rate")
+    baseline = (f" By construction about {100 * rate:.2g}% of the reference's own items have a neighbour "
+                "that close: compare the candidate's rates with it." if _number(rate) else "")
 
     def image(uri: Any, key: Any) -> str:
         if isinstance(uri, str) and _THUMBNAIL.fullmatch(uri):

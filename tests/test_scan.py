@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -163,6 +164,13 @@ def test_html_report_in_a_headless_browser(scans, tmp_path):
     thumbnails = sum((p["candidate_thumbnail"] is not None) + (p["match_thumbnail"] is not None) for p in pairs)
     assert dom.count("src=\"data:image/png;base64,") == len(report["gallery"]) + thumbnails
     assert 'id="duplicate-rule"' in dom and report["near_duplicates"]["rule"] == "calibrated"
+    # Plain-language summary naming the failed gates, then a table of contents whose links resolve.
+    failed = [g["metric"] for g in report["gates"] if g["status"] == "fail"]
+    summary = dom[dom.index('id="summary"'):dom.index("</ul>", dom.index('id="summary"'))]
+    assert failed and all(f"{metric} failed" in summary for metric in failed[:3]), summary
+    links = re.findall(r"href=\"#([\w-]+)\"", dom)
+    assert len(links) == 8 and all(f'id="{anchor}"' in dom for anchor in links)
+    assert 'name="viewport"' in dom
 
 
 def test_bad_config_missing_and_empty_folders(tmp_path):
