@@ -529,30 +529,49 @@ def policy_command(show, as_json, config_path, **gate_overrides):
     click.echo(json.dumps(policy.to_dict(), indent=2) if as_json else policy.to_toml(), nl=False)
 
 
+REPORT_FILES = {"html": "report.html", "md": "report.md", "junit": "junit.xml"}
+
+
 @main.command()
 @click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", default="html", show_default=True, type=click.Choice(["html", "md", "junit", "json"]))
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
-def report(result, fmt, out):
-    """Re-render a report.json (from `madaudit scan`) as html, md or junit, without recomputing."""
-    from audit.report import render_html, render_junit, render_markdown
+@click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="File to write ('-': the terminal) [default: report.html, report.md or junit.xml beside RESULT; "
+                   "json: the terminal].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Judge the stored findings by this policy's gates instead (nothing is recomputed).")
+@click.option("--fail-on", default="never", show_default=True, type=click.Choice(["fail", "warn", "never"]),
+              help="Exit 1 when the (re-judged) verdict is this bad.")
+@gate_flags
+def report(result, fmt, out, config_path, fail_on, **gate_overrides):
+    """Re-render a report.json (from `madaudit scan`) as html, md, junit or json, without
+    recomputing; with --config or gate flags, judged by another policy first."""
+    from audit.io.atomic import write_text_atomic
     from audit.pipeline import ScanResult
+    from audit.report import render_html, render_junit, render_markdown, verdict_line
 
     try:
-        data = ScanResult.from_json(result).to_dict()
+        scan_result = ScanResult.from_json(result)
+        regate = config_path is not None or any(v is not None for v in gate_overrides.values())
+        if regate:
+            scan_result = scan_result.regated(_policy(config_path, gate_overrides))
+        data = scan_result.to_dict()
         text = {"html": render_html, "md": render_markdown, "junit": render_junit,
                 "json": lambda d: json.dumps(d, indent=2) + "\n"}[fmt](data)
     except ValueError as exc:  # names the file and the problem already
         raise InputError(str(exc)) from None
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise InputError(f"{result} is not a valid madaudit report ({type(exc).__name__}: {exc})") from None
-    if out:
-        from audit.io.atomic import write_text_atomic
-
-        write_text_atomic(out, text)
-        click.echo(f"written to {out}")
-    else:
+    if out is None and fmt != "json":
+        out = result.parent / REPORT_FILES[fmt]
+    if out is None or str(out) == "-":
         click.echo(text, nl=False)
+    else:
+        write_text_atomic(out, text)
+        click.echo((verdict_line(data) + "\n" if regate else "") + f"written to {out}")
+    trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
+    if data["verdict"] in trips:
+        sys.exit(1)
 
 
 @main.command()

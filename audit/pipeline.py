@@ -68,6 +68,30 @@ class ScanResult:
             raise ValueError(f"{path} is not a valid madaudit report: {problem}")
         return cls(data)
 
+    def regated(self, policy: Policy) -> ScanResult:
+        """The same findings judged by another policy's gates, without recomputing anything (the
+        forecast keeps the settings it was run with)."""
+        data = json.loads(json.dumps(self.data))  # a deep copy
+        values = {k: (math.nan if v is None else v) for k, v in data["values"].items()}
+        gate_results, verdict = evaluate(policy, values, unknown_reasons(data))
+        data["gates"] = [r.to_dict() for r in gate_results]
+        data["verdict"] = verdict
+        data["policy"] = {**policy.to_dict(), "forecast": data["policy"]["forecast"]}
+        return ScanResult(_clean(data))
+
+
+def unknown_reasons(data: dict[str, Any]) -> dict[str, str]:
+    """Why a gateable value is unknown, from the report's own findings."""
+    reasons = {}
+    sf = data["synthetic_fraction"]
+    if not _finite(data["values"].get("synthetic_fraction")):
+        why = sf["estimates"][sf["primary"]]["method"]
+        reasons = {"synthetic_fraction": f"is unknown ({why})", "synthetic_fraction_lower": f"is unknown ({why})"}
+    if not data["forecast"]["available"]:
+        why = data["forecast"]["summary"]["reason"]
+        reasons.update({"forecast_recall": f"is unknown ({why})", "forecast_tail_coverage": f"is unknown ({why})"})
+    return reasons
+
 
 def schema_problem(data: Any) -> str | None:
     """The first way `data` breaks report.schema.json, or None."""
@@ -172,20 +196,12 @@ def scan(
         "forecast_recall": forecast.relative["recall"]["median"][-1] if forecast.available else math.nan,
         "forecast_tail_coverage": forecast.relative["tail_coverage"]["median"][-1] if forecast.available else math.nan,
     })
-    reasons = {}
-    if not _finite(values["synthetic_fraction"]):
-        why = fraction.estimates[primary].method
-        reasons = {"synthetic_fraction": f"is unknown ({why})", "synthetic_fraction_lower": f"is unknown ({why})"}
-    if not forecast.available:
-        why = forecast.summary["reason"]
-        reasons.update({"forecast_recall": f"is unknown ({why})", "forecast_tail_coverage": f"is unknown ({why})"})
-    gate_results, verdict = evaluate(policy, values, reasons)
     data = {
         "schema": SCHEMA_VERSION,
         "madaudit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 3),
-        "verdict": verdict,
+        "verdict": "pass",  # set by the gates below
         "inputs": {"reference": _describe(reference, ref), "candidate": _describe(candidate, cand)},
         "model": cand.embeddings.model_identity or ref.embeddings.model_identity,
         "index": {"kind": "exact", "library": "numpy", "blas": blas_description(), "recall": 1.0},
@@ -199,12 +215,14 @@ def scan(
                                else ("in-memory probe" if probe is not None else None)},
         "forecast": {"measured_inputs": measured, **forecast.to_dict()},
         "policy": policy.to_dict(),
-        "gates": [r.to_dict() for r in gate_results],
+        "gates": [],
         "values": values,
         "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, ranking), cand),
         "duplicate_pairs": _duplicate_pairs(near_duplicates, ref, cand, gallery_size // 2),
         "map": _map(space, x, y, scores, map_points, seed),
     }
+    gate_results, verdict = evaluate(policy, values, unknown_reasons(data))
+    data["gates"], data["verdict"] = [r.to_dict() for r in gate_results], verdict
     return ScanResult(_clean(data))
 
 

@@ -858,15 +858,15 @@ def test_schema_valid_strings_are_escaped_everywhere(report_json, tmp_path):
         d["metrics"]["precision"]["method"] = evil
 
     path = tampered(report_json, tmp_path, change)
-    html = run("report", path, "--format", "html").output
+    html = run("report", path, "--format", "html", "-o", "-").output
     assert "<script" not in html and "onerror=" not in html.replace("onerror=alert(2)&gt;", "")
     assert "<img" not in html and "\x00" not in html and "\x1b" not in html
-    md = run("report", path, "--format", "md").output
+    md = run("report", path, "--format", "md", "-o", "-").output
     assert [line for line in md.splitlines() if line.startswith("## ")] == [md.splitlines()[0]]
     import re
 
     assert not re.search(r"(?<!\\)<(script|img)", md)
-    junit = run("report", path, "--format", "junit").output
+    junit = run("report", path, "--format", "junit", "-o", "-").output
     import xml.etree.ElementTree as ET
 
     ET.fromstring(junit.split("\n", 1)[1])  # parses: control characters were removed

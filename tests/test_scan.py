@@ -120,6 +120,35 @@ def test_report_command_re_renders_the_same_content(scans, tmp_path):
     assert code == 3 and "report.html is not a valid madaudit report" in out
 
 
+def test_report_re_judges_stored_findings_with_another_policy(scans, tmp_path):
+    """--config applies other gates to the stored values: the same verdict a scan with that policy
+    gives, nothing recomputed; by default the file goes beside report.json."""
+    import shutil as _shutil
+
+    stored = tmp_path / "stored"
+    _shutil.copytree(scans["base"] / "fail", stored)
+    before = load_report(stored)
+    assert before["verdict"] == "fail"
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text("[gates]\nsynthetic_fraction_lower = false\nsynthetic_fraction = false\n"
+                       "precision = { min = 0.0, severity = \"fail\" }\n")
+    code, out = run_cli("report", stored / "report.json", "--format", "junit", "--config", lenient, "--fail-on", "fail")
+    assert code == 0 and f"written to {stored / 'junit.xml'}" in out, out
+    root = ET.parse(stored / "junit.xml").getroot()
+    names = [c.get("name") for c in root.iter("testcase")]
+    assert "synthetic_fraction_lower" not in names and "precision" in names
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[gates]\nprecision = { min = 0.5, severity = \"fail\" }\n")
+    code, out = run_cli("report", stored / "report.json", "--format", "json", "--config", strict,
+                        "--min-precision", "1.01", "--fail-on", "fail")  # a flag overrides the file
+    regated = json.loads(out[out.index("{"):])
+    assert code == 1 and regated["verdict"] == "fail"
+    precision = next(g for g in regated["gates"] if g["metric"] == "precision")
+    assert precision["threshold"] == 1.01 and precision["value"] == before["values"]["precision"]
+    assert regated["metrics"] == before["metrics"]  # findings untouched
+    jsonschema.validate(regated, json.loads((Path(audit.__file__).parent / "report.schema.json").read_text()))
+
+
 def test_python_api_returns_what_the_cli_serialises(scans):
     policy = load_policy(scans["base"] / "madaudit.toml")
     result = audit.scan(REFERENCE, CANDIDATE, policy=policy,
