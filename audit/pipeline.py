@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from audit import __version__
-from audit.io import EmbedOptions, InputProblem, LoadedSide, load_pair
+from audit.io import EmbedOptions, InputProblem, LoadedSide, load_pair, side_from_array
 from audit.policy import Policy, evaluate, load_policy
 from audit.io.files import UNREADABLE_REASONS
 from audit.io.jsonfile import read_json
@@ -67,6 +67,19 @@ class ScanResult:
         if problem:
             raise ValueError(f"{path} is not a valid madaudit report: {problem}")
         return cls(data)
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write report.json, report.md, report.html and junit.xml into `folder` (as `scan` does)."""
+        from audit.report import write_reports
+
+        return write_reports(self.data, folder)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the verdict, the summary and the gates (the whole page is `save`'s
+        report.html)."""
+        from audit.report import notebook_html
+
+        return notebook_html(self.data)
 
     def regated(self, policy: Policy) -> ScanResult:
         """The same findings judged by another policy's gates, without recomputing anything (the
@@ -138,8 +151,8 @@ def _number(v: Any) -> bool:
 
 
 def scan(
-    reference: str | Path,
-    candidate: str | Path,
+    reference: str | Path | np.ndarray,
+    candidate: str | Path | np.ndarray,
     detector: str | Path | Any | None = None,
     policy: Policy | None = None,
     embed: EmbedOptions | None = None,
@@ -153,11 +166,16 @@ def scan(
     seed: int = 0,
     gallery_size: int = 24,
     map_points: int = 1000,
+    reference_keys: list[str] | None = None,
+    candidate_keys: list[str] | None = None,
+    model_identity: dict[str, Any] | None = None,
 ) -> ScanResult:
     """Audit `candidate` against `reference` (each an image folder, a .npy file or an embed
     folder). `detector`: a detector.json path or a `SupervisedProbe`. `policy`: default
     `load_policy()` (madaudit.toml / pyproject.toml in the working directory, else defaults).
-    Raises `InputProblem` for unusable inputs."""
+    Either side may be an (n, d) array of embeddings instead, with `reference_keys` /
+    `candidate_keys` and the `model_identity` of the model that made them (report.json kind
+    "array"). Raises `InputProblem` for unusable inputs."""
     from audit.metrics import compare
     from detectors.base import ModelMismatch
     from detectors.fraction import estimate_fraction
@@ -166,7 +184,9 @@ def scan(
     started = time.time()
     policy = policy or load_policy()
     probe = SupervisedProbe.load(detector) if isinstance(detector, (str, Path)) else detector
-    ref, cand = load_pair(reference, candidate, embed or EmbedOptions())
+    sides = [side_from_array(v, keys, model_identity, f"{name} array") if isinstance(v, np.ndarray) else v
+             for v, keys, name in ((reference, reference_keys, "reference"), (candidate, candidate_keys, "candidate"))]
+    ref, cand = load_pair(*sides, embed or EmbedOptions())
     x, y = ref.embeddings.vectors, cand.embeddings.vectors
     try:
         comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_rule=duplicate_rule, duplicate_quantile=duplicate_quantile,
@@ -202,7 +222,8 @@ def scan(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 3),
         "verdict": "pass",  # set by the gates below
-        "inputs": {"reference": _describe(reference, ref), "candidate": _describe(candidate, cand)},
+        "inputs": {"reference": _describe(_input_name(reference, "reference"), ref),
+                   "candidate": _describe(_input_name(candidate, "candidate"), cand)},
         "model": cand.embeddings.model_identity or ref.embeddings.model_identity,
         "index": {"kind": "exact", "library": "numpy", "blas": blas_description(), "recall": 1.0},
         "settings": {"k": k, "tail_q": tail_q, "duplicate_rule": duplicate_rule, "duplicate_quantile": duplicate_quantile,
@@ -250,6 +271,10 @@ def _finite(v: float | None) -> bool:
 
 def _unreadable(side: LoadedSide) -> int:
     return sum(1 for s in side.skipped if s.reason in UNREADABLE_REASONS)
+
+
+def _input_name(source: Any, name: str) -> str:
+    return f"<{name} array>" if isinstance(source, np.ndarray) else str(source)
 
 
 def _describe(path: str | Path, side: LoadedSide) -> dict[str, Any]:

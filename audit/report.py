@@ -368,6 +368,19 @@ def summary_findings(data: dict[str, Any], most: int = 3) -> list[str]:
     return lines
 
 
+def notebook_html(data: dict[str, Any]) -> str:
+    """A fragment for notebooks: verdict, summary, gates (every string escaped)."""
+    e = _h
+    verdict = _token(data["verdict"], ("pass", "warn", "fail"))
+    colour = {"pass": "#17602f", "warn": "#7a5400", "fail": "#8e1b1b"}[verdict]
+    rows = "".join(f"<tr><td>{e(g['metric'])}</td><td>{e(_fmt(g['value']))}</td>"
+                   f"<td>{'≥' if g['comparator'] == 'min' else '≤'} {e(_fmt(g['threshold']))}</td>"
+                   f"<td>{e(str(g['status']).upper())}</td></tr>" for g in data["gates"])
+    summary = "".join(f"<li>{e(line)}</li>" for line in summary_findings(data))
+    return (f"<div><p style='font-weight:600;color:{colour}'>{e(verdict_line(data))}</p><ul>{summary}</ul>"
+            f"<table><tr><th>gate</th><th>value</th><th>threshold</th><th>status</th></tr>{rows}</table></div>")
+
+
 def _duplicates_html(data: dict[str, Any]) -> str:
     """The rule in use, then each shown pair side by side: candidate item and its match."""
     e = _h

@@ -291,3 +291,30 @@ def test_unreadable_files_are_listed_and_gateable(scans, tmp_path):
                                                                   ("notes.txt", "not_image_extension")}
     gate = next(g for g in report["gates"] if g["metric"] == "unreadable_share")
     assert gate["status"] == "fail" and gate["value"] == 1 / (1 + 600 + 500)
+
+
+def test_scan_takes_arrays_and_saves_like_the_cli(real_clip, tmp_path):
+    """Arrays in, the same findings as the same vectors from .npy files; save() writes the four
+    reports; a notebook shows the verdict and the summary."""
+    x, y = real_clip["food_train"][:800], np.vstack([real_clip["food_test"][:300], real_clip["flickr"][:100]])
+    y[0] = x[5]  # a copy of a reference item, found under the given keys
+    identity = {"name": "ViT-B-32/openai", "declared": True}
+    from_arrays = audit.scan(x, y, reference_keys=[f"r{i}" for i in range(len(x))], model_identity=identity)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    from_files = audit.scan(tmp_path / "x.npy", tmp_path / "y.npy")
+    a, b = from_arrays.to_dict(), from_files.to_dict()
+    assert a["inputs"]["reference"]["kind"] == "array" and a["inputs"]["candidate"]["path"] == "<candidate array>"
+    assert a["metrics"] == b["metrics"] and a["values"] == b["values"] and a["verdict"] == b["verdict"]
+    assert a["gallery"] and all(item["key"].isdigit() for item in a["gallery"])  # default keys: row numbers
+    assert {"candidate": "0", "match": "r5", "distance": 0.0} in [
+        {k: p[k] for k in ("candidate", "match", "distance")} for p in a["near_duplicates"]["copies_of_reference"]]
+    written = from_arrays.save(tmp_path / "saved")
+    assert sorted(p.name for p in written.values()) == ["junit.xml", "report.html", "report.json", "report.md"]
+    assert json.loads((tmp_path / "saved" / "report.json").read_text())["inputs"]["reference"]["kind"] == "array"
+    html = from_arrays._repr_html_()
+    assert "madaudit verdict" in html and "<script" not in html and "<li>" in html
+    with pytest.raises(audit.io.InputProblem, match="keys"):
+        audit.scan(x, y, candidate_keys=["only one"])
+    with pytest.raises(audit.io.InputProblem, match="NaN"):
+        audit.scan(x, np.full_like(y, np.nan))

@@ -14,7 +14,8 @@
 from audit.io.arrays import ArrayProblem
 from audit.io.embedding_folder import EmbeddingSet, FolderProblem
 from audit.io.sides import (EmbedOptions, InputProblem, LoadedSide, check_compatible, detect_kind, identity_name,
-                            load_image_embedder, load_pair, load_side)
+                            load_image_embedder, load_pair, load_side, side_from_array)
 
 __all__ = ["ArrayProblem", "EmbedOptions", "EmbeddingSet", "FolderProblem", "InputProblem", "LoadedSide",
-           "check_compatible", "detect_kind", "identity_name", "load_image_embedder", "load_pair", "load_side"]
+           "check_compatible", "detect_kind", "identity_name", "load_image_embedder", "load_pair", "load_side",
+           "side_from_array"]

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from audit.io import files, pathlist, webdataset
-from audit.io.arrays import ArrayProblem
+from audit.io.arrays import ArrayProblem, check_values
 from audit.io.embedding_folder import (EmbeddingSet, FolderProblem, is_embedding_folder, load_embeddings,
                                        read_folder_extras)
 from audit.io.files import FolderScan, ImageFile, Skipped
@@ -238,14 +240,45 @@ def check_compatible(reference: EmbeddingSet, candidate: EmbeddingSet) -> None:
         if differ:
             raise InputProblem(
                 f"{reference.source} ({identity_name(a)}) and {candidate.source} ({identity_name(b)}) were embedded "
-                "with different models; embed both with the same --model and --pretrained"
+                f"with different models ({identity_difference(a, b)}); embed both with the same --model and --pretrained"
             )
 
 
+def identity_difference(a: dict[str, Any], b: dict[str, Any], most: int = 3) -> str:
+    """What differs between two model identities, field by field ("pretrained: 'x' vs 'y'")."""
+    fields = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+    def short(v: Any) -> str:
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    shown = [f"{k}: {short(a.get(k))} vs {short(b.get(k))}" for k in fields[:most]]
+    return "; ".join(shown) + (f"; {len(fields) - most} more" if len(fields) > most else "")
+
+
+def side_from_array(vectors: Any, keys: list[str] | None = None, model_identity: dict[str, Any] | None = None,
+                    name: str = "array") -> LoadedSide:
+    """An in-memory side: an (n, d) array of embeddings, with optional keys (default "0", "1", ...)
+    and the identity of the model that made them. Checked like a .npy file."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.dtype.kind not in "fiu":
+        raise InputProblem(f"{name}: embeddings must be a non-empty (n, d) numeric array, got {vectors.dtype} {vectors.shape}")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    try:
+        check_values(vectors, name)
+    except ArrayProblem as exc:
+        raise InputProblem(str(exc)) from None
+    keys = [str(i) for i in range(len(vectors))] if keys is None else [str(k) for k in keys]
+    if len(keys) != len(vectors):
+        raise InputProblem(f"{name}: {len(keys)} keys for {len(vectors)} embeddings")
+    return LoadedSide(EmbeddingSet(keys, vectors, model_identity, name), [], {}, kind="array")
+
+
 def load_pair(reference, candidate, options: EmbedOptions) -> tuple[LoadedSide, LoadedSide]:
-    """Both sides, in one embedding space, or InputProblem."""
+    """Both sides, in one embedding space, or InputProblem. A side may be a path or an already
+    loaded `LoadedSide` (`side_from_array`)."""
     shared: dict[str, Any] = {}
-    ref = load_side(reference, options, shared, 0)
-    cand = load_side(candidate, options, shared, 1)
+    ref = reference if isinstance(reference, LoadedSide) else load_side(reference, options, shared, 0)
+    cand = candidate if isinstance(candidate, LoadedSide) else load_side(candidate, options, shared, 1)
     check_compatible(ref.embeddings, cand.embeddings)
     return ref, cand
