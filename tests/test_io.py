@@ -135,3 +135,19 @@ def test_declared_model_is_recorded_and_checked_against_a_manifest(tmp_path):
 
     with pytest.raises(InputProblem, match="ViT-L-14"):
         load_side(folder, EmbedOptions(embedding_model=("ViT-B-32",)), {})
+
+
+def test_model_mismatch_names_what_differs():
+    import numpy as np
+
+    from audit.io import EmbeddingSet, InputProblem, check_compatible
+
+    v = np.zeros((3, 4), np.float32)
+    a = EmbeddingSet(["a", "b", "c"], v, {"model": "ViT-B-32", "pretrained": "openai", "preprocess": "x"}, "ref")
+    b = EmbeddingSet(["a", "b", "c"], v, {"model": "ViT-B-32", "pretrained": "random", "preprocess": "x"}, "cand")
+    try:
+        check_compatible(a, b)
+    except InputProblem as exc:
+        assert "pretrained: 'openai' vs 'random'" in str(exc) and "model:" not in str(exc)
+    else:
+        raise AssertionError("different weights were accepted")
