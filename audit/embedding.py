@@ -447,6 +447,7 @@ def embed_files(
     max_file_mb: float = sources.DEFAULT_MAX_FILE_MB,
     progress: bool | None = None,
     on_batch: Callable[[int], None] | None = None,
+    label: str = "embedding",
 ) -> EmbedResult:
     """Embed `files` (from `sources.scan_folder`, tar shards or a path list), reusing the cache.
     Rows follow `files` order; files that cannot be decoded are left out and listed in `skipped`.
@@ -488,7 +489,7 @@ def embed_files(
             prefetch_factor=4 if workers else None,
         )
         show = sys.stderr.isatty() if progress is None else progress
-        with tqdm(total=len(todo), unit="img", desc="embedding", disable=not show, file=sys.stderr) as bar:
+        with tqdm(total=len(todo), unit="img", desc=label, disable=not show, file=sys.stderr) as bar:
             for local_idx, hashes, tensors, image_sizes, stamps, failed in loader:
                 skipped += [Skipped(files[todo[j]].key, reason, detail) for j, (reason, detail) in failed]
                 if local_idx:

@@ -217,7 +217,8 @@ def _embed_images(path, kind: str, options: EmbedOptions, embedder_cache: dict[s
                                                              options.allow_download, store, listing)
         embedder = embedder_cache["embedder"]
         result = embed_listing(listing, embedder, store, batch_size=options.batch_size, workers=options.workers,
-                               progress=options.progress, max_file_mb=options.max_file_mb)
+                               progress=options.progress, max_file_mb=options.max_file_mb,
+                               label=f"embedding {Path(os.fspath(path)).name or os.fspath(path)}")
     emb = EmbeddingSet(result.keys, result.vectors, result.model_identity, os.fspath(path))
     root = os.fspath(path) if kind == "images" else listing.root
     return LoadedSide(emb, result.skipped, result.counts, kind, root, listing, options.max_file_mb)
