@@ -463,12 +463,14 @@ def gate_flags(f):
 
 
 @main.command()
-@click.argument("reference", type=click.Path(path_type=Path))
-@click.argument("candidate", type=click.Path(path_type=Path))
+@click.argument("reference", required=False, type=click.Path(path_type=Path))
+@click.argument("candidate", required=False, type=click.Path(path_type=Path))
 @click.option("--detector", "detector_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A detector.json from `madaudit detector train` (adds the supervised estimate).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Policy file [default: ./madaudit.toml, else [tool.madaudit] in ./pyproject.toml, else built-in].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), is_eager=True,
+              callback=lambda ctx, param, value: _config_defaults(ctx, value),
+              help="Run configuration: [inputs], [embed], [metrics], [detector], [forecast], [gates] (flags override) "
+                   "[default: ./madaudit.toml, else [tool.madaudit] in ./pyproject.toml, else built-in].")
 @click.option("--out", "-o", default="madaudit-report", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.json, report.md, report.html and junit.xml.")
 @click.option("--fail-on", default="fail", show_default=True, type=click.Choice(["fail", "warn", "never"]),
@@ -486,7 +488,8 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
          **flags):
     """Audit CANDIDATE against REFERENCE end to end: embed (cache reused), every metric, the
     synthetic share, the MAD forecast, the policy's gates; write the reports; exit 0 (pass,
-    warnings allowed), 1 (a gate failed), 2 (usage or config error) or 3 (input error)."""
+    warnings allowed), 1 (a gate failed), 2 (usage or config error) or 3 (input error).
+    REFERENCE and CANDIDATE may come from the config's [inputs] instead."""
     from audit.report import verdict_table, write_reports
 
     from detectors.probe import SupervisedProbe
@@ -495,6 +498,11 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
 
     from audit.limits import check_forecast
 
+    if reference is None or candidate is None:
+        raise click.UsageError("REFERENCE and CANDIDATE are needed: as arguments, or as reference and candidate "
+                               "in the config's [inputs]")
+    reference, candidate, out = Path(reference), Path(candidate), Path(out)
+    detector_path = Path(detector_path) if detector_path is not None else None
     policy = _policy(config_path, flags)
     forecast = _forecast_settings(policy.forecast, loop, stand_in, generations, runs, dim, threshold, eval_size)
     if forecast.loop == "all":
@@ -524,9 +532,37 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Policy file to read.")
 @gate_flags
 def policy_command(show, as_json, config_path, **gate_overrides):
-    """Show the gates a scan would apply here (defaults, config file and flags combined)."""
+    """Show the whole configuration a scan would run with here: [inputs], [embed], [metrics],
+    [detector] (config file over built-in defaults), then the policy ([forecast], [gates]; config
+    file and gate flags combined)."""
+    from audit.config import RUN_KEYS, read_config, run_defaults
+    from audit.policy import PolicyError
+
     policy = _policy(config_path, gate_overrides)
-    click.echo(json.dumps(policy.to_dict(), indent=2) if as_json else policy.to_toml(), nl=False)
+    try:
+        configured = run_defaults(*read_config(config_path))
+    except PolicyError as exc:
+        raise click.UsageError(str(exc)) from None
+    scan = main.commands["scan"]
+    with click.Context(scan) as scan_ctx:  # the declared defaults, flags as False
+        scan_defaults = {p.name: p.get_default(scan_ctx) for p in scan.params}
+    scan_defaults = {k: (v if isinstance(v, (str, int, float, bool, tuple, Path)) else None) for k, v in scan_defaults.items()}
+    run = {section: {key: configured.get(name, scan_defaults.get(name)) for key, (name, _) in keys.items()}
+           for section, keys in RUN_KEYS.items()}
+    if as_json:
+        click.echo(json.dumps({**run, **policy.to_dict()}, indent=2, default=str))
+        return
+    lines = []
+    for section, values in run.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is None or value == ():
+                lines.append(f"# {key} =  (not set)")
+            else:
+                value = list(value) if isinstance(value, tuple) else value
+                lines.append(f"{key} = {json.dumps(value) if not isinstance(value, Path) else json.dumps(str(value))}")
+        lines.append("")
+    click.echo("\n".join(lines) + policy.to_toml(), nl=False)
 
 
 REPORT_FILES = {"html": "report.html", "md": "report.md", "junit": "junit.xml"}
@@ -589,6 +625,35 @@ def demo(out, seed):
     click.echo(verdict_table(result.to_dict(), _status_colour))
     click.echo("\n" + forecast_headline(result.to_dict()["forecast"]))
     click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
+
+
+def _config_defaults(ctx: click.Context, config_path) -> Path | None:
+    """Eager: the run sections of the config become the defaults of scan's options (a flag given
+    on the command line still wins)."""
+    from audit.config import read_config, run_defaults
+    from audit.policy import PolicyError
+
+    try:
+        data, source, prefix = read_config(config_path)
+        defaults = run_defaults(data, source, prefix)
+    except PolicyError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return config_path
+
+
+@main.command()
+@click.option("--out", "-o", default="madaudit.toml", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(out, force):
+    """Write a commented starter configuration (every section, the default gates)."""
+    from audit.config import STARTER
+    from audit.io.atomic import write_text_atomic
+
+    if out.exists() and not force:
+        raise click.UsageError(f"{out} exists; use --force to overwrite it")
+    write_text_atomic(out, STARTER)
+    click.echo(f"written to {out}: edit it, then run `madaudit scan` in this folder")
 
 
 def _status_colour(text: str, status: str) -> str:

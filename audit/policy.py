@@ -117,6 +117,8 @@ class Policy:
         for g in self.gates:
             lines.append(f'{g.metric} = {{ {g.comparator} = {g.threshold!r}, severity = "{g.severity}" }}'
                          f"  # {GATEABLE[g.metric][1]}")
+        present = {g.metric for g in self.gates}
+        lines += [f"{g.metric} = false  # a default gate, turned off" for g in DEFAULT_POLICY.gates if g.metric not in present]
         lines.append("\n[forecast]")
         lines += [f"{k} = {v!r}".replace("'", '"') for k, v in asdict(self.forecast).items()]
         return "\n".join(lines) + "\n"
@@ -136,13 +138,16 @@ DEFAULT_POLICY = Policy((
 ))
 
 
+RUN_SECTIONS = ("inputs", "embed", "metrics", "detector")  # the rest of a run's config (`audit.config`)
+
+
 def find_config(directory: str | Path = ".") -> Path | None:
     """`madaudit.toml`, else a pyproject.toml with a [tool.madaudit] table, in `directory`."""
     directory = Path(directory)
     if (directory / CONFIG_FILE).is_file():
         return directory / CONFIG_FILE
     pyproject = directory / "pyproject.toml"
-    if pyproject.is_file() and "madaudit" in _read_toml(pyproject).get("tool", {}):
+    if pyproject.is_file() and "madaudit" in read_toml(pyproject).get("tool", {}):
         return pyproject
     return None
 
@@ -154,7 +159,7 @@ def load_policy(config: str | Path | None = None, directory: str | Path = ".") -
         return DEFAULT_POLICY
     if not path.exists():
         raise PolicyError(f"config file not found: {path}")
-    data = _read_toml(path)
+    data = read_toml(path)
     if path.name == "pyproject.toml":
         data = data.get("tool", {}).get("madaudit", {})
         prefix = "tool.madaudit."
@@ -167,8 +172,9 @@ def parse_policy(data: dict[str, Any], source: str = "config", prefix: str = "")
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: the policy must be a table")
     for key in data:
-        if key not in ("gates", "forecast"):
-            raise PolicyError(f"{source}: unknown key '{prefix}{key}' (expected 'gates' or 'forecast')")
+        if key not in ("gates", "forecast", *RUN_SECTIONS):
+            raise PolicyError(f"{source}: unknown section '{prefix}{key}' "
+                              f"(expected {', '.join(RUN_SECTIONS)}, forecast or gates)")
     gates = {g.metric: g for g in DEFAULT_POLICY.gates}
     raw_gates = data.get("gates", {})
     if not isinstance(raw_gates, dict):
@@ -275,7 +281,7 @@ def _parse_forecast(raw: Any, key: str, source: str) -> ForecastSettings:
     return settings
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_POLICY_BYTES:

@@ -232,7 +232,7 @@ def test_policy_show_defaults_and_pyproject(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out = run_cli("policy", "--show")
     assert code == 0 and "source: defaults" not in out and "(from defaults)" in out
-    assert parse_policy(__import__("tomllib").loads(out.split("\n", 1)[1])).gates == DEFAULT_POLICY.gates  # round trip
+    assert parse_policy(__import__("tomllib").loads(out)).gates == DEFAULT_POLICY.gates  # round trip
     (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n[tool.madaudit.gates]\nrecall = { min = 0.75 }\n")
     code, out = run_cli("policy", "--json", "--min-coverage", "0.9")
     policy = json.loads(out)
@@ -318,3 +318,99 @@ def test_scan_takes_arrays_and_saves_like_the_cli(real_clip, tmp_path):
         audit.scan(x, y, candidate_keys=["only one"])
     with pytest.raises(audit.io.InputProblem, match="NaN"):
         audit.scan(x, np.full_like(y, np.nan))
+
+
+FULL_CONFIG = f"""
+[inputs]
+reference = "{REFERENCE}"
+candidate = "{CANDIDATE}"
+out = "from-config"
+
+[embed]
+model = "pixels"
+batch_size = 32
+max_file_mb = 64
+
+[metrics]
+k = 3
+tail_q = 0.2
+duplicates = "cosine"
+duplicate_cosine = 0.99
+seed = 1
+
+[detector]
+delta = 0.1
+top = 5
+
+[forecast]
+generations = 3
+runs = 8
+dim = 8
+
+[gates]
+precision = {{ min = 0.5, severity = "fail" }}
+synthetic_fraction_lower = false
+"""
+
+
+def test_one_config_file_describes_a_whole_scan(tmp_path):
+    """No arguments, no flags: the file says everything; a flag still wins over it."""
+    config = tmp_path / "madaudit.toml"
+    config.write_text(FULL_CONFIG)
+    code, out = run_cli("scan", "--config", config, "--top", "7", "--cache", tmp_path / "cache.sqlite")
+    assert code in (0, 1), out
+    report = load_report(tmp_path / "from-config")  # [inputs].out, relative to the config's folder
+    assert report["inputs"]["reference"]["path"] == str(REFERENCE)
+    assert report["settings"]["k"] == 3 and report["settings"]["tail_q"] == 0.2 and report["settings"]["seed"] == 1
+    assert report["settings"]["duplicate_rule"] == "cosine" and report["near_duplicates"]["threshold"] == 0.99
+    assert report["settings"]["delta"] == 0.1 and len(report["gallery"]) == 7  # the flag beat [detector].top = 5
+    assert report["policy"]["forecast"]["generations"] == 3 and report["forecast"]["generations"][-1] == 3
+    assert "synthetic_fraction_lower" not in [g["metric"] for g in report["gates"]]
+    from audit.io import identity_name
+
+    assert "pixels" in identity_name(report["model"])
+
+
+def test_policy_show_prints_the_whole_config_and_round_trips(tmp_path):
+    import tomllib
+
+    config = tmp_path / "madaudit.toml"
+    config.write_text(FULL_CONFIG)
+    code, shown = run_cli("policy", "--show", "--config", config)
+    assert code == 0, shown
+    parsed = tomllib.loads(shown)
+    assert parsed["inputs"]["candidate"] == str(CANDIDATE) and parsed["embed"]["model"] == "pixels"
+    assert parsed["metrics"]["k"] == 3 and parsed["detector"]["top"] == 5 and parsed["forecast"]["runs"] == 8
+    assert parsed["embed"]["pretrained"] == "laion2b_s34b_b79k"  # defaults are shown too
+    again = tmp_path / "again.toml"
+    again.write_text(shown)
+    code, shown_again = run_cli("policy", "--show", "--config", again)
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("# madaudit policy")]  # noqa: E731
+    assert code == 0 and strip(shown_again) == strip(shown)
+
+
+def test_init_writes_a_starter_that_is_the_defaults(tmp_path):
+    from audit.config import run_defaults
+    from audit.policy import read_toml
+
+    code, out = run_cli("init", "--out", tmp_path / "madaudit.toml")
+    assert code == 0 and (tmp_path / "madaudit.toml").is_file()
+    data = read_toml(tmp_path / "madaudit.toml")
+    assert set(data) == {"inputs", "embed", "metrics", "detector", "forecast", "gates"}
+    assert run_defaults(data, str(tmp_path / "madaudit.toml")) == {}  # every run key commented out
+    assert load_policy(tmp_path / "madaudit.toml").gates == DEFAULT_POLICY.gates
+    code, out = run_cli("init", "--out", tmp_path / "madaudit.toml")
+    assert code == 2 and "--force" in out
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[metrics]\nkk = 3\n", "metrics.kk"),
+    ("[embed]\nbatch_size = \"big\"\n", "embed.batch_size"),
+    ("[inputz]\nreference = \"x\"\n", "inputz"),
+    ("[detector]\ntop = true\n", "detector.top"),
+])
+def test_config_mistakes_name_the_key(tmp_path, text, words):
+    config = tmp_path / "madaudit.toml"
+    config.write_text(text)
+    code, out = run_cli("scan", REFERENCE, CANDIDATE, "--config", config)
+    assert code == 2 and words in out, out
