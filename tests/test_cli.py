@@ -294,3 +294,27 @@ def test_forecast_flags_resolve_against_the_config():
     assert _forecast_settings(base) == base
     changed = _forecast_settings(ForecastSettings(generations=7), runs=3, stand_in="gaussian")
     assert (changed.generations, changed.runs, changed.model, changed.dim) == (7, 3, "gaussian", base.dim)
+
+
+def test_github_action_and_pre_commit_hook_run_real_scan_options(tmp_path, monkeypatch):
+    """action.yml's scan line, with its inputs' defaults filled in, parses as a scan command line;
+    the pre-commit hook runs madaudit scan."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    action = yaml.safe_load((root / "action.yml").read_text())
+    defaults = {name: spec["default"] for name, spec in action["inputs"].items()}
+    script = next(step["run"] for step in action["runs"]["steps"] if "madaudit scan" in step.get("run", ""))
+    line = next(s for s in script.splitlines() if s.strip().startswith("madaudit scan"))
+    line = re.sub(r"\$\{\{ inputs\.([\w-]+) \}\}", lambda m: defaults[m.group(1)], line)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "madaudit.toml").write_text("[inputs]\nreference = \"r\"\ncandidate = \"c\"\n")
+    args = shlex.split(line)[2:]
+    context = main.commands["scan"].make_context("scan", args)
+    assert context.params["fail_on"] == "fail" and str(context.params["out"]) == "madaudit-report"
+    hooks = yaml.safe_load((root / ".pre-commit-hooks.yaml").read_text())
+    assert hooks[0]["id"] == "madaudit-scan" and hooks[0]["entry"] == "madaudit scan"
