@@ -61,22 +61,18 @@ def forecast_plot(forecasts, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from audit.plots import forecast_axes
     from audit.projector import METRICS
 
     forecasts = [fc for fc in forecasts if fc.available]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
     for ax, name in zip(axes.flat, METRICS):
-        for fc in forecasts:
-            m = fc.relative[name]
-            line, = ax.plot(fc.generations, m["median"], label=f"{fc.loop} ({fc.model})")
-            ax.fill_between(fc.generations, m["p10"], m["p90"], color=line.get_color(), alpha=0.2)
-        if forecasts and name not in ("fd_model", "fd_output"):
-            ax.axhline(forecasts[0].params["threshold"], color="k", ls="--", lw=1)
-        ax.set_title(name.replace("_", " ") + " / real-only")
-        ax.grid(alpha=0.3)
+        for i, fc in enumerate(forecasts):  # the report's panel, one curve and band per loop
+            threshold = (1.0 if name.startswith("fd") else fc.params["threshold"]) if i == 0 else None
+            forecast_axes(ax, fc.generations, fc.relative[name], threshold, name.replace("_", " ") + " / real-only",
+                          label=f"{fc.loop} ({fc.model})", colour=colours[i % len(colours)])
     axes.flat[-1].axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("generation")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("MAD forecast relative to the real-only loop: median and 10-90% band over Monte Carlo runs")
     fig.tight_layout()

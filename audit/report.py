@@ -19,10 +19,10 @@ from typing import Any
 
 from audit.forecast_story import horizon_sentence, summary_lines
 from audit.io.atomic import write_text_atomic
+from audit.plots import forecast_svg, map_svg, rates_svg
 
 FORMATS = ("json", "md", "html", "junit")
 FILENAMES = {"json": "report.json", "md": "report.md", "html": "report.html", "junit": "junit.xml"}
-RATE_METRICS = ("precision", "recall", "coverage", "tail_coverage", "duplicate_rate", "reference_copy_rate")
 FORECAST_PANELS = ("recall", "tail_coverage", "precision", "fd_model")
 _STATUS_MARK = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail"}
 
@@ -304,16 +304,16 @@ reference <code>{e(inputs['reference']['path'])}</code> ({e(inputs['reference'][
 <h2 id="synthetic-share-section">Synthetic share</h2>
 <table id="synthetic-share"><tr><th>estimate</th><th>value</th><th>method</th></tr>{estimate_rows}</table>{warnings}
 <h2 id="metrics-section">Fidelity, diversity, tails</h2>
-<div class="plots">{_bars_svg(data)}</div>
+<div class="plots">{rates_svg(data)}</div>
 <div class="table-wrap"><table id="metrics"><tr><th>metric</th><th>value</th><th>95% interval</th><th>method</th><th>parameters</th></tr>{metric_rows}</table></div>
 <h2 id="map-section">Map of both sets</h2>
-<div class="plots">{_map_svg(data['map'])}</div>
+<div class="plots">{map_svg(data['map'])}</div>
 <p class="muted">{e(data['map']['method'])}; reference grey, candidate coloured by how synthetic it looks
 (blue: like the reference, red: suspicious).</p>
 <h2 id="forecast-section">Forecast</h2>
 <p id="forecast-sentence"><b>{e(horizon_sentence(fc))}</b></p>
 <ul id="forecast-summary">{"".join(f"<li>{e(line)}</li>" for line in summary_lines(fc)[1:])}</ul>
-<div class="plots" id="forecast-plots">{''.join(_forecast_svg(fc, name) for name in FORECAST_PANELS) if fc["available"] else ""}</div>
+<div class="plots" id="forecast-plots">{''.join(forecast_svg(fc, name) for name in FORECAST_PANELS) if fc["available"] else ""}</div>
 <p class="muted">Curves: median and 10–90% band over runs, divided by the real-only loop's median (1.0 = as good as
 training on fresh real data only); dashed line: the horizon threshold. fd_model: FD of the fitted model to the stand-in's
 truth, relative too (above 1 is worse).</p>
@@ -415,90 +415,3 @@ def _number(v: Any) -> bool:
 
 def _params(m: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in (m.get("params") or {}).items())
-
-
-def _svg(width: int, height: int, body: str, ident: str, title: str) -> str:
-    return (f"<svg id='{ident}' class='plot' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-            f"viewBox='0 0 {width} {height}' role='img' aria-label='{html.escape(title)}'>"
-            f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='12' font-weight='600'>{html.escape(title)}</text>"
-            f"{body}</svg>")
-
-
-def _bars_svg(data: dict[str, Any]) -> str:
-    """Rates as bars with their 95% intervals, gate thresholds as dashed ticks."""
-    rows = [(name, data["metrics"][name]) for name in RATE_METRICS if name in data["metrics"]]
-    rows += [(f"synthetic ({n})", {"value": x["value"], "ci": [x["lower"], x["upper"]] if x.get("upper") is not None
-                                   else None}) for n, x in data["synthetic_fraction"]["estimates"].items()]
-    thresholds = {g["metric"]: g["threshold"] for g in data["gates"]}
-    thresholds["synthetic (supervised)"] = thresholds.get("synthetic_fraction")
-    left, width, row_h = 170, 330, 22
-    body = []
-    for i, (name, m) in enumerate(rows):
-        y = 26 + i * row_h
-        body.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end' font-size='11'>{html.escape(name)}</text>"
-                    f"<rect x='{left}' y='{y + 3}' width='{width}' height='{row_h - 8}' fill='#f0f1f6'/>")
-        if m["value"] is None:
-            body.append(f"<text x='{left + 4}' y='{y + 13}' font-size='11' fill='#667'>not identifiable</text>")
-            continue
-        v = min(max(m["value"], 0.0), 1.0)
-        body.append(f"<rect class='bar' x='{left}' y='{y + 3}' width='{v * width:.1f}' height='{row_h - 8}' fill='#5b7fd6'/>"
-                    f"<text x='{left + width + 6}' y='{y + 13}' font-size='11'>{m['value']:.3f}</text>")
-        if m.get("ci") and None not in m["ci"]:
-            lo, hi = (min(max(c, 0.0), 1.0) * width + left for c in m["ci"])
-            body.append(f"<line x1='{lo:.1f}' x2='{hi:.1f}' y1='{y + row_h / 2 + 1}' y2='{y + row_h / 2 + 1}' "
-                        f"stroke='#1d232a' stroke-width='1.5'/>")
-        t = thresholds.get(name)
-        if t is not None and 0 <= t <= 1:
-            body.append(f"<line x1='{left + t * width:.1f}' x2='{left + t * width:.1f}' y1='{y + 1}' y2='{y + row_h - 3}' "
-                        f"stroke='#c0392b' stroke-width='2' stroke-dasharray='3,2'/>")
-    return _svg(left + width + 60, 34 + len(rows) * row_h, "".join(body), "metric-bars",
-                "rates with 95% intervals (red dashes: gate thresholds)")
-
-
-def _scale(values: list[float], lo_px: float, hi_px: float):
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    return lambda v: lo_px + (v - lo) / span * (hi_px - lo_px)
-
-
-def _map_svg(m: dict[str, Any]) -> str:
-    pts = m["reference"] + m["candidate"]
-    if not pts:
-        return ""
-    size, pad = 420, 24
-    sx = _scale([p[0] for p in pts], pad, size - pad)
-    sy = _scale([p[1] for p in pts], size - pad, pad + 12)
-    body = [f"<circle cx='{sx(p[0]):.1f}' cy='{sy(p[1]):.1f}' r='2' fill='#9aa0a8' fill-opacity='0.5' class='ref'/>"
-            for p in m["reference"]]
-    for p, s in zip(m["candidate"], m["candidate_score"]):
-        colour = f"rgb({int(40 + 200 * s)},{60},{int(220 - 180 * s)})"
-        body.append(f"<circle cx='{sx(p[0]):.1f}' cy='{sy(p[1]):.1f}' r='2.4' fill='{colour}' fill-opacity='0.75' class='cand'/>")
-    return _svg(size, size, "".join(body), "map-plot", "reference (grey) and candidate (by score)")
-
-
-def _forecast_svg(fc: dict[str, Any], name: str) -> str:
-    """One panel: the metric relative to the real-only baseline, median and 10-90% band, with the
-    horizon threshold (rates) or 1.0 (FD) as a dashed line."""
-    m = fc["relative"][name]
-    gens = fc["generations"]
-    w, h, pad = 260, 180, 34
-    reference_line = 1.0 if name.startswith("fd") else fc["params"]["threshold"]
-    values = [v for k in ("p10", "p90", "median") for v in m[k] if v is not None] + [reference_line, 1.0]
-    if not name.startswith("fd"):
-        values.append(0.0)
-    sx = _scale(gens, pad, w - 10)
-    sy = _scale(values, h - 22, 24)
-    band = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["p90"]) if v is not None)
-    band += " " + " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in reversed(list(zip(gens, m["p10"]))) if v is not None)
-    line = " ".join(f"{sx(g):.1f},{sy(v):.1f}" for g, v in zip(gens, m["median"]) if v is not None)
-    lo, hi = min(values), max(values)
-    body = (f"<polygon class='band' points='{band}' fill='#5b7fd6' fill-opacity='0.25'/>"
-            f"<polyline class='median' points='{line}' fill='none' stroke='#2c4fa8' stroke-width='2'/>"
-            f"<line class='threshold' x1='{pad}' x2='{w - 10}' y1='{sy(reference_line):.1f}' y2='{sy(reference_line):.1f}' "
-            f"stroke='#c33' stroke-dasharray='4 3'/>"
-            f"<line x1='{pad}' x2='{pad}' y1='24' y2='{h - 22}' stroke='#889'/>"
-            f"<line x1='{pad}' x2='{w - 10}' y1='{h - 22}' y2='{h - 22}' stroke='#889'/>"
-            f"<text x='{pad - 3}' y='{sy(hi) + 4:.1f}' text-anchor='end' font-size='10'>{hi:.2g}</text>"
-            f"<text x='{pad - 3}' y='{sy(lo):.1f}' text-anchor='end' font-size='10'>{lo:.2g}</text>"
-            f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle' font-size='10'>generation 0–{gens[-1]}</text>")
-    return _svg(w, h, body, f"forecast-{name}", f"{name.replace('_', ' ')} / real-only: median, 10–90% band")

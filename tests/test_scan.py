@@ -185,7 +185,12 @@ def test_html_report_in_a_headless_browser(scans, tmp_path):
     assert 'id="verdict" class="verdict-fail"' in dom and "madaudit verdict: FAIL" in dom
     for plot in ("metric-bars", "map-plot", "forecast-recall", "forecast-tail_coverage"):
         assert f'id="{plot}"' in dom, plot
-    assert dom.count("class=\"band\"") == 4 and dom.count("class=\"median\"") == 4
+        assert f'id="{plot}-legend"' in dom and f'id="{plot}-xtick_1"' in dom, plot  # legend and ticks
+    for panel in ("recall", "tail_coverage", "precision", "fd_model"):  # band, median, threshold each
+        assert all(f'id="forecast-{panel}-{part}"' in dom for part in ("band", "median", "threshold")), panel
+    assert "how synthetic it looks" in dom  # the map's colour scale is labelled
+    ids = re.findall(r'\bid="([^"]+)"', dom)
+    assert len(ids) == len(set(ids))  # several plots on one page, no id twice
     report = load_report(scans["base"] / "fail")
     assert dom.count("<figure class=\"suspicious\">") == len(report["gallery"]) > 0
     pairs = report["duplicate_pairs"]
@@ -197,7 +202,8 @@ def test_html_report_in_a_headless_browser(scans, tmp_path):
     failed = [g["metric"] for g in report["gates"] if g["status"] == "fail"]
     summary = dom[dom.index('id="summary"'):dom.index("</ul>", dom.index('id="summary"'))]
     assert failed and all(f"{metric} failed" in summary for metric in failed[:3]), summary
-    links = re.findall(r"href=\"#([\w-]+)\"", dom)
+    nav = dom[dom.index("<nav>"):dom.index("</nav>")]
+    links = re.findall(r"href=\"#([\w-]+)\"", nav)
     assert len(links) == 8 and all(f'id="{anchor}"' in dom for anchor in links)
     assert 'name="viewport"' in dom
 
