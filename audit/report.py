@@ -255,76 +255,64 @@ figure.suspicious img{width:96px;height:96px;object-fit:contain;image-rendering:
 #duplicate-pairs{display:flex;flex-wrap:wrap;gap:12px} figure.pair{margin:0;width:210px;font-size:11px;overflow-wrap:anywhere}
 figure.pair img,figure.pair div{display:inline-block;width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccd;background:#fff;margin-right:4px}
 .muted{color:#667}
+@media (max-width:600px){body{padding:8px} .msg{display:none} td,th{padding:3px 4px}}
 """
 
 
 def render_html(data: dict[str, Any]) -> str:
-    e = _h
+    """One self-contained page from `templates/report.html` (Jinja2, autoescaped; `v` also drops
+    control characters): no scripts, no network, plots as inline SVG."""
+    from markupsafe import Markup
+
     inputs, sf, fc = data["inputs"], data["synthetic_fraction"], data["forecast"]
-    verdict = _token(data["verdict"], ("pass", "warn", "fail"))
     statuses = ("pass", "warn", "fail")
-    gate_rows = "".join(
-        f"<tr class='gate status-{_token(g['status'], statuses)}'><td>{e(g['metric'])}</td>"
-        f"<td class='num'>{e(_fmt(g['value']))}</td>"
-        f"<td>{'≥' if g['comparator'] == 'min' else '≤'} {e(_fmt(g['threshold']))}</td><td>{e(g['severity'])}</td>"
-        f"<td class='status-{_token(g['status'], statuses)}'>{e(str(g['status']).upper())}</td>"
-        f"<td>{e(g['message'])}</td></tr>"
-        for g in data["gates"])
-    estimate_rows = "".join(f"<tr><td>{e(n)}</td><td class='num'>{e(_estimate_text(x))}</td><td>{e(x['method'])}</td></tr>"
-                            for n, x in sf["estimates"].items())
-    warnings = "".join(f"<div class='warning'>{e(w)}</div>" for w in sf["warnings"])
-    metric_rows = "".join(f"<tr><td>{e(n)}</td><td class='num'>{e(_fmt(m['value']))}</td><td class='num'>{e(_ci(m))}</td>"
-                          f"<td>{e(m['method'])}</td><td class='muted'>{e(_params(m))}</td></tr>"
-                          for n, m in data["metrics"].items())
-    gallery = "".join(
-        "<figure class='suspicious'>"
-        + (f"<img alt='{e(item['key'])}' src='{e(item['thumbnail'])}'>"
-           if isinstance(item.get("thumbnail"), str) and _THUMBNAIL.fullmatch(item["thumbnail"]) else
-           "<div class='muted'>(no image)</div>")
-        + f"<figcaption><span class='key'>{e(item['key'])}</span><br>" + "<br>".join(
-            f"{e(k.replace('_', ' '))} {v:.3f}" for k, v in item.items() if isinstance(v, float) and k != "key")
-        + "</figcaption></figure>"
-        for item in data["gallery"])
-    duplicates = _duplicates_html(data)
-    skipped = "".join(f"<li>{e(side)}: {e(reason)} × {n}</li>" for side in ("reference", "candidate")
-                      for reason, n in inputs[side]["skipped_by_reason"].items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>madaudit report: {verdict.upper()}</title>
-<style>{_CSS}</style></head><body>
-<h1>madaudit report</h1>
-<section id="verdict" class="verdict-{verdict}">{e(verdict_line(data))}</section>
-<ul id="summary">{"".join(f"<li>{e(line)}</li>" for line in summary_findings(data))}</ul>
-<nav><ul>{"".join(f"<li><a href='#{a}'>{e(t)}</a></li>" for a, t in _SECTIONS)}</ul></nav>
-<p class="muted">Candidate <code>{e(inputs['candidate']['path'])}</code> ({e(inputs['candidate']['items'])} items) against
-reference <code>{e(inputs['reference']['path'])}</code> ({e(inputs['reference']['items'])} items); model
-<code>{e(_model_name(data))}</code>; {e(data['created'])}; madaudit {e(data['madaudit_version'])}.</p>
-<h2 id="gates-section">Gates</h2>
-<div class="table-wrap"><table id="gates"><tr><th>gate</th><th>value</th><th>threshold</th><th>severity</th><th>status</th><th>message</th></tr>{gate_rows}</table></div>
-<h2 id="synthetic-share-section">Synthetic share</h2>
-<table id="synthetic-share"><tr><th>estimate</th><th>value</th><th>method</th></tr>{estimate_rows}</table>{warnings}
-<h2 id="metrics-section">Fidelity, diversity, tails</h2>
-<div class="plots">{rates_svg(data)}</div>
-<div class="table-wrap"><table id="metrics"><tr><th>metric</th><th>value</th><th>95% interval</th><th>method</th><th>parameters</th></tr>{metric_rows}</table></div>
-<h2 id="map-section">Map of both sets</h2>
-<div class="plots">{map_svg(data['map'])}</div>
-<p class="muted">{e(data['map']['method'])}; reference grey, candidate coloured by how synthetic it looks
-(blue: like the reference, red: suspicious).</p>
-<h2 id="forecast-section">Forecast</h2>
-<p id="forecast-sentence"><b>{e(horizon_sentence(fc))}</b></p>
-<ul id="forecast-summary">{"".join(f"<li>{e(line)}</li>" for line in summary_lines(fc)[1:])}</ul>
-<div class="plots" id="forecast-plots">{''.join(forecast_svg(fc, name) for name in FORECAST_PANELS) if fc["available"] else ""}</div>
-<p class="muted">Curves: median and 10–90% band over runs, divided by the real-only loop's median (1.0 = as good as
-training on fresh real data only); dashed line: the horizon threshold. fd_model: FD of the fitted model to the stand-in's
-truth, relative too (above 1 is worse).</p>
-<h2 id="gallery-section">Most suspicious candidate items</h2>
-<div id="gallery">{gallery or "<p class='muted'>none</p>"}</div>
-<h2 id="duplicates-section">Near duplicates</h2>
-{duplicates}
-<h2 id="skipped-section">Unreadable and skipped files</h2>
-<ul id="skipped">{skipped or "<li>none</li>"}</ul>
-</body></html>
-"""
+    context = {
+        "css": Markup(_CSS),
+        "verdict": _token(data["verdict"], statuses),
+        "verdict_line": verdict_line(data),
+        "summary": summary_findings(data),
+        "sections": _SECTIONS,
+        "inputs": inputs,
+        "model_name": _model_name(data),
+        "created": data["created"],
+        "version": data["madaudit_version"],
+        "gates": [{"metric": g["metric"], "value": _fmt(g["value"]), "severity": g["severity"], "message": g["message"],
+                   "threshold": f"{'≥' if g['comparator'] == 'min' else '≤'} {_fmt(g['threshold'])}",
+                   "status": _token(g["status"], statuses)} for g in data["gates"]],
+        "estimates": [(name, _estimate_text(x), x["method"]) for name, x in sf["estimates"].items()],
+        "warnings": sf["warnings"],
+        "metrics": [{"name": n, "value": _fmt(m["value"]), "ci": _ci(m), "method": m["method"], "params": _params(m)}
+                    for n, m in data["metrics"].items()],
+        # matplotlib writes the SVG and escapes the text in it; only our own labels go in.
+        "rates_plot": Markup(rates_svg(data)),
+        "map_plot": Markup(map_svg(data["map"])),
+        "map_method": data["map"]["method"],
+        "horizon": horizon_sentence(fc),
+        "forecast_lines": summary_lines(fc)[1:],
+        "forecast_plots": [Markup(forecast_svg(fc, name)) for name in FORECAST_PANELS] if fc["available"] else [],
+        "gallery": [{"key": item["key"], "thumbnail": _safe_thumbnail(item.get("thumbnail")),
+                     "scores": [(k.replace("_", " "), f"{v:.3f}") for k, v in item.items()
+                                if isinstance(v, float) and k != "key"]} for item in data["gallery"]],
+        "duplicates": _duplicates_context(data),
+        "skipped_counts": [(side, reason, n) for side in ("reference", "candidate")
+                           for reason, n in inputs[side]["skipped_by_reason"].items()],
+        "skipped_files": [(side, s) for side in ("reference", "candidate") for s in inputs[side]["skipped"]],
+    }
+    return _template("report.html").render(**context)
+
+
+def _template(name: str):
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("audit", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["v"] = _visible
+    return env.get_template(name)
+
+
+def _safe_thumbnail(uri: Any) -> str | None:
+    """Only a PNG data URI is ever put in an img src."""
+    return uri if isinstance(uri, str) and _THUMBNAIL.fullmatch(uri) else None
 
 
 _SECTIONS = [("gates-section", "Gates"), ("synthetic-share-section", "Synthetic share"),
@@ -381,32 +369,23 @@ def notebook_html(data: dict[str, Any]) -> str:
             f"<table><tr><th>gate</th><th>value</th><th>threshold</th><th>status</th></tr>{rows}</table></div>")
 
 
-def _duplicates_html(data: dict[str, Any]) -> str:
-    """The rule in use, then each shown pair side by side: candidate item and its match."""
-    e = _h
+def _duplicates_context(data: dict[str, Any]) -> dict[str, Any]:
+    """The rule in use, its baseline, and each shown pair: candidate item and its match."""
     nd = data["near_duplicates"]
-    rule = e(nd.get("description") or f"{nd['rule']} rule, threshold {_fmt(nd['threshold'])}")
     rate = nd.get("reference_rate")
-    baseline = (f" By construction about {100 * rate:.2g}% of the reference's own items have a neighbour "
-                "that close: compare the candidate's rates with it." if _number(rate) else "")
-
-    def image(uri: Any, key: Any) -> str:
-        if isinstance(uri, str) and _THUMBNAIL.fullmatch(uri):
-            return f"<img alt='{e(key)}' src='{e(uri)}'>"
-        return "<div class='muted'>(no image)</div>"
-
-    pairs = "".join(
-        f"<figure class='pair {_token(p['kind'], ('copies_of_reference', 'within_candidate'))}'>"
-        f"{image(p['candidate_thumbnail'], p['candidate'])}{image(p['match_thumbnail'], p['match'])}"
-        f"<figcaption>{e('copy of reference' if p['kind'] == 'copies_of_reference' else 'within candidate')}: "
-        f"{e(p['candidate'])} ~ {e(p['match'])}<br>distance {e(_fmt(p['distance']))}, cosine {e(_fmt(p['cosine']))}"
-        "</figcaption></figure>"
-        for p in data.get("duplicate_pairs", []))
-    counts = (f"{len(nd['copies_of_reference'])} candidate items copy a reference item, "
-              f"{len(nd['within_candidate'])} have a near duplicate in the candidate (pairs listed at most "
-              f"{e(nd.get('pairs_shown_at_most', ''))} each in report.json).")
-    return (f"<p id='duplicate-rule'>Rule: {rule}.{baseline}</p><p>{e(counts)}</p>"
-            f"<div id='duplicate-pairs'>{pairs or '<p class=muted>no pairs</p>'}</div>")
+    kinds = ("copies_of_reference", "within_candidate")
+    return {
+        "rule": nd.get("description") or f"{nd['rule']} rule, threshold {_fmt(nd['threshold'])}",
+        "baseline": f"{100 * rate:.2g}%" if _number(rate) else None,
+        "copies": len(nd["copies_of_reference"]), "within": len(nd["within_candidate"]),
+        "at_most": nd.get("pairs_shown_at_most", ""),
+        "pairs": [{"kind": _token(p["kind"], kinds),
+                   "label": "copy of reference" if p["kind"] == "copies_of_reference" else "within candidate",
+                   "candidate": p["candidate"], "match": p["match"], "distance": _fmt(p["distance"]),
+                   "cosine": _fmt(p["cosine"]), "candidate_thumbnail": _safe_thumbnail(p["candidate_thumbnail"]),
+                   "match_thumbnail": _safe_thumbnail(p["match_thumbnail"])}
+                  for p in data.get("duplicate_pairs", [])],
+    }
 
 
 def _number(v: Any) -> bool:
