@@ -206,6 +206,10 @@ def scan(
 
     metrics = {name: m.to_dict() for name, m in comparison.metrics.items()}
     near_duplicates = comparison.to_dict()["near_duplicates"]
+    identity = cand.embeddings.model_identity or ref.embeddings.model_identity
+    if untrained_weights(identity):  # said first, on the terminal and at the top of every report
+        fraction.warnings.insert(0, "the embeddings come from random, untrained weights (--pretrained random): "
+                                    "every number in this report is meaningless; use real weights")
     unreadable = _unreadable(ref) + _unreadable(cand)
     values = {name: m["value"] for name, m in metrics.items()}
     values.update({
@@ -271,6 +275,12 @@ def _finite(v: float | None) -> bool:
 
 def _unreadable(side: LoadedSide) -> int:
     return sum(1 for s in side.skipped if s.reason in UNREADABLE_REASONS)
+
+
+def untrained_weights(identity: dict[str, Any] | None) -> bool:
+    """Whether a model identity says the weights were a random initialisation."""
+    weights = (identity or {}).get("weights")
+    return isinstance(weights, dict) and "random_init_seed" in weights
 
 
 def _input_name(source: Any, name: str) -> str:

@@ -343,6 +343,10 @@ def summary_findings(data: dict[str, Any], most: int = 3) -> list[str]:
     each with what to do next; or why it passed."""
     order = {"fail": 0, "warn": 1}
     driving = sorted((g for g in data["gates"] if g["status"] in order), key=lambda g: order[g["status"]])
+    untrained = [w for w in data["synthetic_fraction"]["warnings"] if "untrained weights" in w]
+    if untrained:
+        return [untrained[0][0].upper() + untrained[0][1:] + "."] + summary_findings(
+            {**data, "synthetic_fraction": {**data["synthetic_fraction"], "warnings": []}}, most)
     if not driving:
         return [f"Every gate passed ({len(data['gates'])} checked): nothing in this audit argues against training on the candidate."]
     lines = []

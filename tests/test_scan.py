@@ -420,3 +420,18 @@ def test_config_mistakes_name_the_key(tmp_path, text, words):
     config.write_text(text)
     code, out = run_cli("scan", REFERENCE, CANDIDATE, "--config", config)
     assert code == 2 and words in out, out
+
+
+def test_random_weights_are_called_meaningless_first(real_clip, tmp_path):
+    """An identity with random, untrained weights: the first warning, the first summary line and
+    the terminal all say the numbers mean nothing."""
+    from audit.report import summary_findings, verdict_table
+
+    x, y = real_clip["food_train"][:300], real_clip["food_test"][:200]
+    identity = {"model": "tiny", "weights": {"random_init_seed": 0, "torch": "2"}}
+    data = audit.scan(x, y, model_identity=identity).to_dict()
+    assert "untrained weights" in data["synthetic_fraction"]["warnings"][0]
+    assert summary_findings(data)[0].startswith("The embeddings come from random, untrained weights")
+    assert "meaningless" in verdict_table(data)
+    trained = audit.scan(x, y, model_identity={"model": "tiny", "weights": {"file_sha256": "ab"}}).to_dict()
+    assert not any("untrained" in w for w in trained["synthetic_fraction"]["warnings"])
