@@ -83,9 +83,10 @@ class MadauditGroup(click.Group):
 
 @click.group(cls=MadauditGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="madaudit")
-@click.option("--verbose", "-v", is_flag=True, help="Print tracebacks of errors.")
+@click.option("--verbose", "-v", is_flag=True, help="Print tracebacks of errors, and what libraries log.")
+@click.option("--quiet", is_flag=True, help="Log errors only (each command's -q hides its progress bars).")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """Audit a candidate training set against a trusted real reference set: how much is
     synthetic, how faithful and diverse it is, and how fast it would go MAD if reused.
 
@@ -94,6 +95,41 @@ def main(ctx: click.Context, verbose: bool) -> None:
     embedding folder (`madaudit embed` or clip-retrieval, every part); a .npy file; a parquet file
     or folder with an embedding column."""
     ctx.obj = {"verbose": verbose}
+    configure_logging(verbose, quiet)
+
+
+OUR_LOGGERS = ("audit", "detectors", "madaudit")
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """One stderr handler on the root logger: madaudit's own records at INFO with --verbose, WARNING
+    by default, ERROR with --quiet; other libraries' records (open_clip's "WARNING:root:" lines)
+    only with --verbose. Installed first, so a library's logging.basicConfig adds nothing."""
+    import logging
+
+    class StderrHandler(logging.StreamHandler):
+        """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    if not verbose:
+        handler.addFilter(lambda record: record.name.split(".")[0] in OUR_LOGGERS)
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not getattr(h, "_madaudit", False)]
+    handler._madaudit = True
+    root.addHandler(handler)
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    root.setLevel(logging.INFO if verbose else level)
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def _apply(f, options):

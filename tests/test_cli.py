@@ -318,3 +318,21 @@ def test_github_action_and_pre_commit_hook_run_real_scan_options(tmp_path, monke
     assert context.params["fail_on"] == "fail" and str(context.params["out"]) == "madaudit-report"
     hooks = yaml.safe_load((root / ".pre-commit-hooks.yaml").read_text())
     assert hooks[0]["id"] == "madaudit-scan" and hooks[0]["entry"] == "madaudit scan"
+
+
+def test_third_party_log_lines_stay_out_unless_verbose(capfd):
+    """A library's warning on the root logger (open_clip writes "WARNING:root:...") is not shown by
+    default; ours is; --verbose shows both; --quiet shows neither warning."""
+    import logging
+
+    from audit.cli import configure_logging
+
+    for verbose, quiet, library_shown, ours_shown in ((False, False, False, True), (True, False, True, True),
+                                                      (False, True, False, False)):
+        configure_logging(verbose, quiet)
+        logging.basicConfig()  # what a library might call: must not add a second handler
+        logging.getLogger().warning("library noise")
+        logging.getLogger("audit.metrics").warning("our warning")
+        err = capfd.readouterr().err
+        assert ("library noise" in err) == library_shown and ("our warning" in err) == ours_shown, (verbose, quiet, err)
+    configure_logging()
