@@ -222,6 +222,9 @@ def model_options(f):
         click.option("--model", default=DEFAULT_MODEL, show_default=True,
                      help="open_clip architecture name, a model-config .json, or 'pixels' (downsampled pixels + PCA "
                           "fitted on the first image folder; needs no weights)."),
+        click.option("--basis", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="pixels: reuse this basis (the pixels_basis.npz `madaudit embed` writes) instead of fitting "
+                          "one on the first image folder."),
         click.option("--pretrained", default=DEFAULT_PRETRAINED, show_default=True,
                      help="open_clip pretrained tag, a local checkpoint file, or 'random' (untrained, tests only)."),
         click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N."),
@@ -266,10 +269,15 @@ def embed(source, out, **flags):
     listing = list_images(source, kind, options.max_file_mb)
     with EmbeddingStore(options.cache or default_cache_path()) as store:
         embedder = load_image_embedder(options.model, options.pretrained, options.device, options.allow_download,
-                                       store, listing)
+                                       store, listing, options.basis)
         result = embed_listing(listing, embedder, store, batch_size=options.batch_size, workers=options.workers,
                                progress=options.progress, max_file_mb=options.max_file_mb)
     save_embed_result(result, out, listing.root if kind != "images" else str(source))
+    if hasattr(embedder, "save"):  # pixels: the basis, so other folders can be embedded in the same space
+        from audit.pixels import BASIS_FILE
+
+        click.echo(f"pixels basis written to {embedder.save(Path(out) / BASIS_FILE)}: pass it as --basis when "
+                   "embedding other folders, so they share this space")
     counts = result.counts
     click.echo(
         f"{len(result.keys)} embedded vectors written to {out} "
@@ -715,14 +723,14 @@ def _run_scan(reference, candidate, detector_path, policy, options, **kwargs):
 
 
 def _embed_options(model, pretrained, device, offline, batch_size, workers, cache_path, quiet, max_file_mb,
-                   embedding_column, embedding_model, **_gate_flags):
+                   embedding_column, embedding_model, basis=None, **_gate_flags):
     from audit.io import EmbedOptions
 
     if len(embedding_model) > 2:
         raise click.UsageError("--embedding-model: give it once (both sides) or twice (reference, candidate)")
     return EmbedOptions(model, pretrained, device, False if offline else None, batch_size, workers,
                         str(cache_path) if cache_path else None, False if quiet else None, max_file_mb,
-                        embedding_column, tuple(embedding_model))
+                        embedding_column, tuple(embedding_model), str(basis) if basis else None)
 
 
 def _load_pair(reference, candidate, options):

@@ -3,7 +3,7 @@ describes a whole scan, so CI needs no flags.
 
     [inputs]    reference, candidate, out
     [embed]     model, pretrained, device, offline, batch_size, workers, max_file_mb,
-                embedding_column, embedding_model, cache
+                embedding_column, embedding_model, cache, basis
     [metrics]   k, tail_q, duplicates, duplicate_quantile, duplicate_cosine, clusters, seed
     [detector]  path, delta, top
     [forecast]  loop, model (the stand-in), generations, runs, dim, threshold, eval_size
@@ -27,7 +27,8 @@ RUN_KEYS: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
     "embed": {"model": ("model", (str,)), "pretrained": ("pretrained", (str,)), "device": ("device", (str,)),
               "offline": ("offline", (bool,)), "batch_size": ("batch_size", (int,)), "workers": ("workers", (int,)),
               "max_file_mb": ("max_file_mb", (int, float)), "embedding_column": ("embedding_column", (str,)),
-              "embedding_model": ("embedding_model", (str, list)), "cache": ("cache_path", (str,))},
+              "embedding_model": ("embedding_model", (str, list)), "cache": ("cache_path", (str,)),
+              "basis": ("basis", (str,))},
     "metrics": {"k": ("k", (int,)), "tail_q": ("tail_q", (int, float)), "duplicates": ("duplicates", (str,)),
                 "duplicate_quantile": ("duplicate_quantile", (int, float)),
                 "duplicate_cosine": ("duplicate_cosine", (int, float)), "clusters": ("clusters", (int,)),
@@ -76,7 +77,7 @@ def run_defaults(data: dict[str, Any], source: str = "config", prefix: str = "")
                                                                    list: "list"}.get(t, t.__name__)
                                      for t in types if not (t is int and float in types))
                 raise PolicyError(f"{source}: '{prefix}{section}.{key}' must be a {wanted}, got {value!r}")
-            if name in ("reference", "candidate", "out", "detector_path", "cache_path"):
+            if name in ("reference", "candidate", "out", "detector_path", "cache_path", "basis"):
                 value = str(base / value)
             if name == "embedding_model":
                 value = [value] if isinstance(value, str) else value
@@ -104,6 +105,7 @@ STARTER = '''# madaudit.toml: one scan, described once. `madaudit scan` reads th
 # batch_size = 64
 # max_file_mb = 256
 # embedding_model = "ViT-B-32/laion2b_s34b_b79k"   # the model of bare .npy / parquet embeddings
+# basis = "embeddings/pixels_basis.npz"   # pixels: reuse the basis `madaudit embed` wrote
 
 [metrics]
 # k = 5                             # neighbours for the k-NN radii

@@ -13,6 +13,7 @@ embed_tensors), so it gets the same decoding workers, cache and skip handling as
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,15 @@ class PixelEmbedder:
 
         return torch.device("cpu")
 
+    def save(self, path: str | Path) -> Path:
+        """The basis as a .npz (no pickles), so other folders can be embedded in the same space."""
+        from audit.io.atomic import write_bytes_atomic
+
+        buffer = io.BytesIO()
+        np.savez(buffer, size=np.int64(self.size), mean=self.mean, components=self.components)
+        write_bytes_atomic(path, buffer.getvalue())
+        return Path(path)
+
     def embed_tensors(self, images) -> np.ndarray:
         flat = images.reshape(len(images), -1).numpy().astype(np.float64)
         return ((flat - self.mean) @ self.components.T).astype(np.float32)
@@ -104,3 +114,20 @@ def fit_pixel_embedder(folder: str | Path | sources.FolderScan, size: int = DEFA
     # Fix each axis's sign (largest |loading| positive) so the basis does not depend on the solver.
     components = vt[:dim] * np.sign(vt[:dim][np.arange(dim), np.abs(vt[:dim]).argmax(axis=1)])[:, None]
     return PixelEmbedder(size, mean, components, fitted_on=str(folder))
+
+
+BASIS_FILE = "pixels_basis.npz"
+
+
+def load_pixel_basis(path: str | Path) -> PixelEmbedder:
+    """A basis `PixelEmbedder.save` wrote (`madaudit embed --model pixels` writes one beside the
+    embeddings); ValueError naming the file when it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            size, mean, components = int(data["size"]), data["mean"].astype(np.float64), data["components"].astype(np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a pixels basis ({exc})") from None
+    if not 1 <= size <= 256 or mean.shape != (size * size,) or components.ndim != 2 \
+            or components.shape[1] != size * size or not (np.isfinite(mean).all() and np.isfinite(components).all()):
+        raise ValueError(f"{path}: not a pixels basis (shapes {mean.shape}, {components.shape} for size {size})")
+    return PixelEmbedder(size, mean, components, fitted_on=str(path))

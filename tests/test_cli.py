@@ -336,3 +336,25 @@ def test_third_party_log_lines_stay_out_unless_verbose(capfd):
         err = capfd.readouterr().err
         assert ("library noise" in err) == library_shown and ("our warning" in err) == ours_shown, (verbose, quiet, err)
     configure_logging()
+
+
+def test_pixels_basis_is_saved_and_reused_so_folders_share_a_space(tmp_path):
+    """Two folders embedded separately with `pixels` get two bases and are refused together, the
+    message naming the basis; with --basis the second shares the first's space and compares."""
+    write_images(tmp_path / "a", 40, seed=1)  # at least 32 images: both bases have 32 axes
+    write_images(tmp_path / "b", 36, seed=2)
+    cache = tmp_path / "cache.sqlite"
+    code, out = run_cli("embed", tmp_path / "a", "--out", tmp_path / "a_emb", "--model", "pixels", "--cache", cache, "-q")
+    assert code == 0 and (tmp_path / "a_emb" / "pixels_basis.npz").is_file(), out
+    run_cli("embed", tmp_path / "b", "--out", tmp_path / "b_own", "--model", "pixels", "--cache", cache, "-q")
+    code, out = run_cli("metrics", tmp_path / "a_emb", tmp_path / "b_own", "--clusters", "2", "--k", "3")
+    assert code == 3 and "basis_sha256" in out, out
+    code, out = run_cli("embed", tmp_path / "b", "--out", tmp_path / "b_emb", "--model", "pixels", "--cache", cache,
+                        "--basis", tmp_path / "a_emb" / "pixels_basis.npz", "-q")
+    assert code == 0, out
+    code, out = run_cli("metrics", tmp_path / "a_emb", tmp_path / "b_emb", "--clusters", "2", "--k", "3", "--json")
+    assert code == 0 and json.loads(out)["n_candidate"] == 36, out
+    (tmp_path / "bad.npz").write_bytes(b"not a basis")
+    code, out = run_cli("embed", tmp_path / "b", "--out", tmp_path / "b_bad", "--model", "pixels", "--cache", cache,
+                        "--basis", tmp_path / "bad.npz", "-q")
+    assert code == 3 and "not a pixels basis" in out, out

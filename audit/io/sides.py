@@ -55,6 +55,7 @@ class EmbedOptions:
     embedding_column: str = DEFAULT_EMBEDDING_COLUMN
     # Model names declared for bare embeddings: () none, (name,) both sides, (reference, candidate).
     embedding_model: tuple[str, ...] = ()
+    basis: str | None = None  # pixels: a saved basis to reuse instead of fitting one
 
 
 @dataclass
@@ -192,15 +193,16 @@ def list_images(path, kind: str, max_file_mb: float) -> FolderScan:
 
 
 def load_image_embedder(model: str, pretrained: str | None, device: str, allow_download: bool | None, store,
-                        first_listing: FolderScan):
-    """The embedder for images: `pixels` fits its basis on the first listing it is given (the
-    reference); any other name is an open_clip model (`embedding.load_embedder`)."""
+                        first_listing: FolderScan, basis: str | None = None):
+    """The embedder for images: `pixels` reuses `basis` if given, else fits its basis on the first
+    listing it is given (the reference); any other name is an open_clip model
+    (`embedding.load_embedder`)."""
     from audit.embedding import load_embedder
-    from audit.pixels import NAME, fit_pixel_embedder
+    from audit.pixels import NAME, fit_pixel_embedder, load_pixel_basis
 
     if model == NAME:
         try:
-            return fit_pixel_embedder(first_listing)
+            return load_pixel_basis(basis) if basis else fit_pixel_embedder(first_listing)
         except ValueError as exc:
             raise InputProblem(str(exc)) from None
     return load_embedder(model, pretrained, device, allow_download, store=store)
@@ -214,7 +216,7 @@ def _embed_images(path, kind: str, options: EmbedOptions, embedder_cache: dict[s
     with EmbeddingStore(options.cache or default_cache_path()) as store:
         if "embedder" not in embedder_cache:
             embedder_cache["embedder"] = load_image_embedder(options.model, options.pretrained, options.device,
-                                                             options.allow_download, store, listing)
+                                                             options.allow_download, store, listing, options.basis)
         embedder = embedder_cache["embedder"]
         result = embed_listing(listing, embedder, store, batch_size=options.batch_size, workers=options.workers,
                                progress=options.progress, max_file_mb=options.max_file_mb,
