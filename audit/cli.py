@@ -556,7 +556,8 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     if detector_path is not None:
         SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
     options = _embed_options(**flags)
-    result = _run_scan(reference, candidate, detector_path, policy, options, k=k, seed=seed, tail_q=tail_q,
+    result = _run_scan(reference, candidate, detector_path, policy, options, progress=_step_reporter(options), k=k,
+                       seed=seed, tail_q=tail_q,
                        duplicate_rule=duplicates, duplicate_quantile=duplicate_quantile,
                        duplicate_threshold=duplicate_cosine, n_clusters=clusters, delta=delta, gallery_size=top)
     written = write_reports(result.to_dict(), out)
@@ -698,6 +699,27 @@ def init(out, force):
         raise click.UsageError(f"{out} exists; use --force to overwrite it")
     write_text_atomic(out, STARTER)
     click.echo(f"written to {out}: edit it, then run `madaudit scan` in this folder")
+
+
+def _step_reporter(options):
+    """Each long step of a scan on its own stderr line, with the time the one before took (on a
+    terminal, unless -q)."""
+    import time
+
+    show = sys.stderr.isatty() if options.progress is None else options.progress
+    last = {"name": None, "start": 0.0}
+
+    def report(name: str | None) -> None:
+        """`name`: the step that starts now; None: the last one is over."""
+        if not show:
+            return
+        if last["name"]:
+            click.echo(f"  done in {time.monotonic() - last['start']:.1f} s", err=True)
+        if name:
+            click.echo(name + " ...", err=True, nl=False)
+        last.update(name=name, start=time.monotonic())
+
+    return report
 
 
 def _status_colour(text: str, status: str) -> str:

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,7 @@ def scan(
     reference_keys: list[str] | None = None,
     candidate_keys: list[str] | None = None,
     model_identity: dict[str, Any] | None = None,
+    progress: Callable[[str | None], None] | None = None,
 ) -> ScanResult:
     """Audit `candidate` against `reference` (each an image folder, a .npy file or an embed
     folder). `detector`: a detector.json path or a `SupervisedProbe`. `policy`: default
@@ -182,6 +184,7 @@ def scan(
     from detectors.probe import SupervisedProbe
 
     started = time.time()
+    step = progress or (lambda name: None)
     policy = policy or load_policy()
     probe = SupervisedProbe.load(detector) if isinstance(detector, (str, Path)) else detector
     sides = [side_from_array(v, keys, model_identity, f"{name} array") if isinstance(v, np.ndarray) else v
@@ -189,15 +192,18 @@ def scan(
     ref, cand = load_pair(*sides, embed or EmbedOptions())
     x, y = ref.embeddings.vectors, cand.embeddings.vectors
     try:
+        step("metrics: one pass over the distances, kernels, clusters, duplicates")
         comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_rule=duplicate_rule, duplicate_quantile=duplicate_quantile,
                              duplicate_threshold=duplicate_threshold, n_clusters=n_clusters, seed=seed,
                              reference_keys=ref.embeddings.keys, candidate_keys=cand.embeddings.keys)
+        step("synthetic share: detectors")
         fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, delta=delta, seed=seed)
         # With a detector its estimate is the answer, even when it says "not identifiable":
         # falling back to another number would pass a gate on what the detector cannot see.
         primary = "supervised" if probe is not None else "unsupervised"
         ranking = primary if _finite(fraction.estimates[primary].value) else "unsupervised"
         scores = fraction.item_scores[ranking]  # a detector that cannot separate ranks nothing
+        step("forecast: loops over generations")
         forecast, measured, space = _forecast(policy.forecast, x, y, fraction.estimates[ranking], k, tail_q, seed)
     except ModelMismatch:
         raise
@@ -248,6 +254,7 @@ def scan(
     }
     gate_results, verdict = evaluate(policy, values, unknown_reasons(data))
     data["gates"], data["verdict"] = [r.to_dict() for r in gate_results], verdict
+    step(None)  # the last step is over
     return ScanResult(_clean(data))
 
 

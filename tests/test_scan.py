@@ -435,3 +435,10 @@ def test_random_weights_are_called_meaningless_first(real_clip, tmp_path):
     assert "meaningless" in verdict_table(data)
     trained = audit.scan(x, y, model_identity={"model": "tiny", "weights": {"file_sha256": "ab"}}).to_dict()
     assert not any("untrained" in w for w in trained["synthetic_fraction"]["warnings"])
+
+
+def test_scan_names_each_long_step(real_clip):
+    """The Python API reports the steps it takes, in order, and says when the last is over."""
+    steps = []
+    audit.scan(real_clip["food_train"][:300], real_clip["food_test"][:200], progress=steps.append)
+    assert [s.split(":")[0] if s else s for s in steps] == ["metrics", "synthetic share", "forecast", None]
