@@ -6,7 +6,7 @@ describes a whole scan, so CI needs no flags.
                 embedding_column, embedding_model, cache, basis
     [metrics]   k, tail_q, duplicates, duplicate_quantile, duplicate_cosine, clusters, seed
     [detector]  path, delta, top
-    [forecast]  loop, model (the stand-in), generations, runs, dim, threshold, eval_size
+    [forecast]  loop, stand_in (`model` is accepted too), generations, runs, dim, threshold, eval_size
     [gates]     metric = { min | max = threshold, severity = "fail" | "warn" }
 
 [gates] and [forecast] are the policy (`audit.policy`); this module reads the other sections and
@@ -122,7 +122,7 @@ STARTER = '''# madaudit.toml: one scan, described once. `madaudit scan` reads th
 
 [forecast]
 # loop = "fresh"                    # fully_synthetic, augment, fresh or accumulate
-# model = "auto"                    # the generative stand-in: auto, gaussian, gmm or categorical
+# stand_in = "auto"                 # the generative stand-in (--stand-in): auto, gaussian, gmm or categorical
 # generations = 10
 # runs = 100
 # dim = 32

@@ -120,7 +120,7 @@ class Policy:
         present = {g.metric for g in self.gates}
         lines += [f"{g.metric} = false  # a default gate, turned off" for g in DEFAULT_POLICY.gates if g.metric not in present]
         lines.append("\n[forecast]")
-        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in asdict(self.forecast).items()]
+        lines += [f"{'stand_in' if k == 'model' else k} = {v!r}".replace("'", '"') for k, v in asdict(self.forecast).items()]
         return "\n".join(lines) + "\n"
 
 
@@ -259,6 +259,10 @@ def _parse_forecast(raw: Any, key: str, source: str) -> ForecastSettings:
 
     if not isinstance(raw, dict):
         raise PolicyError(f"{source}: '{key}' must be a table")
+    if "stand_in" in raw:  # the name the command line uses (--stand-in); `model` is kept as an alias
+        if "model" in raw:
+            raise PolicyError(f"{source}: '{key}' has both stand_in and model (the same setting): keep stand_in")
+        raw = {("model" if k == "stand_in" else k): v for k, v in raw.items()}
     defaults = asdict(ForecastSettings())
     for name, value in raw.items():
         if name not in defaults:
