@@ -9,6 +9,7 @@ so a traceback never exits 1, which CI would read as a failed gate.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -564,7 +565,7 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(verdict_table(result.to_dict(), _status_colour))
+        click.echo(verdict_table(result.to_dict(), _status_colour, shutil.get_terminal_size().columns))
         click.echo(f"reports: {', '.join(str(p) for p in written.values())}")
     trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
     if result.verdict in trips:
@@ -667,7 +668,7 @@ def demo(out, seed):
     from audit.report import verdict_table
 
     result, paths = run_demo(out, seed=seed, progress=lambda msg: click.echo(msg))
-    click.echo(verdict_table(result.to_dict(), _status_colour))
+    click.echo(verdict_table(result.to_dict(), _status_colour, shutil.get_terminal_size().columns))
     click.echo("\n" + forecast_headline(result.to_dict()["forecast"]))
     click.echo(f"\nThe truth: {paths['truth']}. Open {paths['html']} in a browser for the full report.")
 

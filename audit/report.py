@@ -127,7 +127,8 @@ def verdict_line(data: dict[str, Any]) -> str:
             f"{counts['pass']} passed of {len(gates)} gates)")
 
 
-def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambda text, status: text) -> str:
+def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambda text, status: text,
+                  width: int | None = None) -> str:
     """The short table `madaudit scan` prints, then the reasons that are otherwise only in the files:
     the synthetic-share estimate used, every estimate warning, the near-duplicate rule and the
     skipped files by reason. `style(text, status)` may colour a status cell (after padding)."""
@@ -144,6 +145,7 @@ def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambd
 
     lines = [line(header), "  ".join("-" * w for w in widths)]
     lines += [line(r, g["status"]) for r, g in zip(rows, data["gates"])]
+    table_lines = len(lines)
     sf = data["synthetic_fraction"]
     primary = sf["estimates"].get(sf["primary"])
     if primary is not None:
@@ -156,6 +158,11 @@ def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambd
         by_reason = data["inputs"][side]["skipped_by_reason"]
         if by_reason:
             lines.append(f"skipped in the {side}: " + ", ".join(f"{_visible(r)} x {n}" for r, n in sorted(by_reason.items())))
+    if width:  # the reasons below the table wrap to the terminal's width
+        import textwrap
+
+        lines[table_lines:] = [textwrap.fill(text, width=max(40, width), subsequent_indent="  ")
+                               for text in lines[table_lines:]]
     return verdict_line(data) + "\n" + "\n".join(lines)
 
 

@@ -206,6 +206,16 @@ def test_html_report_in_a_headless_browser(scans, tmp_path):
     links = re.findall(r"href=\"#([\w-]+)\"", nav)
     assert len(links) == 8 and all(f'id="{anchor}"' in dom for anchor in links)
     assert 'name="viewport"' in dom
+    # At 400 px the page does not scroll sideways (measured by a wrapper page's script: the
+    # report itself forbids scripts).
+    wrapper = tmp_path / "narrow.html"
+    wrapper.write_text(f"""<!DOCTYPE html><html><body><iframe id="f" src="{page}" width="400" height="900"></iframe>
+<script>const f = document.getElementById('f'); f.onload = () => {{ const d = f.contentDocument.documentElement;
+document.body.setAttribute('data-overflow', String(d.scrollWidth - d.clientWidth)); }};</script></body></html>""")
+    narrow = subprocess.run([*flags, "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom",
+                             wrapper.as_uri()], check=True, timeout=120, capture_output=True, text=True).stdout
+    assert re.search(r'data-overflow="(\d+)"', narrow) and re.search(r'data-overflow="(\d+)"', narrow).group(1) == "0", \
+        narrow[-300:]
 
 
 def test_bad_config_missing_and_empty_folders(tmp_path):
