@@ -254,8 +254,9 @@ def model_options(f):
 @click.argument("source")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (img_emb/*.npy, metadata/*.parquet, skipped.csv, madaudit.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and skipped files as JSON.")
 @model_options
-def embed(source, out, **flags):
+def embed(source, out, as_json, **flags):
     """Embed every image of SOURCE with CLIP and write them to --out. SOURCE is an image folder
     (recursively), WebDataset tar shards, or a .txt / parquet list of image paths."""
     from audit.embedding import embed_listing, save_embed_result
@@ -274,12 +275,23 @@ def embed(source, out, **flags):
         result = embed_listing(listing, embedder, store, batch_size=options.batch_size, workers=options.workers,
                                progress=options.progress, max_file_mb=options.max_file_mb)
     save_embed_result(result, out, listing.root if kind != "images" else str(source))
+    basis = None
     if hasattr(embedder, "save"):  # pixels: the basis, so other folders can be embedded in the same space
         from audit.pixels import BASIS_FILE
 
-        click.echo(f"pixels basis written to {embedder.save(Path(out) / BASIS_FILE)}: pass it as --basis when "
-                   "embedding other folders, so they share this space")
+        basis = embedder.save(Path(out) / BASIS_FILE)
     counts = result.counts
+    if as_json:
+        click.echo(json.dumps({"out": str(out), "vectors": len(result.keys), "counts": counts,
+                               "basis": str(basis) if basis else None,
+                               "skipped": [{"key": s.key, "reason": s.reason, "detail": s.detail} for s in result.skipped]},
+                              indent=2))
+        if not result.keys:
+            raise InputError(f"no readable images in {source} (see {out / 'skipped.csv'})")
+        return
+    if basis:
+        click.echo(f"pixels basis written to {basis}: pass it as --basis when embedding other folders, so they share "
+                   "this space")
     click.echo(
         f"{len(result.keys)} embedded vectors written to {out} "
         f"({counts['embedded']} newly embedded, {counts['from_cache']} from cache, "
@@ -332,8 +344,9 @@ def detector():
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, LIMITS["k"]), help="Neighbours for the density features.")
 @click.option("--force", is_flag=True, help="Write the detector even if it barely separates real from synthetic.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written and how well it separates, as JSON.")
 @model_options
-def detector_train(real_path, synthetic_path, out, seed, k, force, **flags):
+def detector_train(real_path, synthetic_path, out, seed, k, force, as_json, **flags):
     """Fit a density-aware detector real vs synthetic (embedding + k-NN distances to both labelled
     sets) and save it as plain data: JSON and an .npz of float arrays, with the embedding model's
     identity, so it refuses embeddings of another model. Refuses (exit 2) to write a detector whose
@@ -353,6 +366,12 @@ def detector_train(real_path, synthetic_path, out, seed, k, force, **flags):
                                "estimates are not identifiable. Use more or other labelled synthetic examples, "
                                "or --force to write it anyway")
     written = probe.save(out)
+    if as_json:
+        click.echo(json.dumps({"written": [str(w) for w in written], "auc": probe.auc, "identifiable": probe.identifiable,
+                               "n_real": len(probe.real_bank), "n_synthetic": len(probe.synthetic_bank),
+                               "mean_score_real": float(probe.oof_real.mean()),
+                               "mean_score_synthetic": float(probe.oof_synthetic.mean())}, indent=2))
+        return
     click.echo(f"detector written to {', '.join(map(str, written))}: {summary}")
     if not probe.identifiable:
         click.echo(f"warning: AUC below {MIN_AUC}: scans with this detector report the synthetic share as unknown",

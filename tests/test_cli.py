@@ -258,7 +258,7 @@ SHARED_OPTIONS = {
     "dim": (None, ["project", "scan"]),
     "threshold": (None, ["project", "scan"]),
     "eval_size": (None, ["project", "scan"]),
-    "as_json": (False, ["metrics", "fraction", "project", "scan", "policy"]),
+    "as_json": (False, ["embed", "metrics", "fraction", "project", "scan", "policy", "detector train"]),
     "model": ("ViT-B-32", ["embed", "metrics", "fraction", "project", "scan", "detector train"]),
     "max_file_mb": (256.0, ["embed", "metrics", "fraction", "project", "scan", "detector train"]),
 }
@@ -344,8 +344,10 @@ def test_pixels_basis_is_saved_and_reused_so_folders_share_a_space(tmp_path):
     write_images(tmp_path / "a", 40, seed=1)  # at least 32 images: both bases have 32 axes
     write_images(tmp_path / "b", 36, seed=2)
     cache = tmp_path / "cache.sqlite"
-    code, out = run_cli("embed", tmp_path / "a", "--out", tmp_path / "a_emb", "--model", "pixels", "--cache", cache, "-q")
+    code, out = run_cli("embed", tmp_path / "a", "--out", tmp_path / "a_emb", "--model", "pixels", "--cache", cache, "-q",
+                        "--json")
     assert code == 0 and (tmp_path / "a_emb" / "pixels_basis.npz").is_file(), out
+    assert json.loads(out)["basis"] == str(tmp_path / "a_emb" / "pixels_basis.npz") and json.loads(out)["vectors"] == 40
     run_cli("embed", tmp_path / "b", "--out", tmp_path / "b_own", "--model", "pixels", "--cache", cache, "-q")
     code, out = run_cli("metrics", tmp_path / "a_emb", tmp_path / "b_own", "--clusters", "2", "--k", "3")
     assert code == 3 and "basis_sha256" in out, out
@@ -358,3 +360,14 @@ def test_pixels_basis_is_saved_and_reused_so_folders_share_a_space(tmp_path):
     code, out = run_cli("embed", tmp_path / "b", "--out", tmp_path / "b_bad", "--model", "pixels", "--cache", cache,
                         "--basis", tmp_path / "bad.npz", "-q")
     assert code == 3 and "not a pixels basis" in out, out
+
+
+def test_detector_train_json(tmp_path, real_clip):
+    np.save(tmp_path / "real.npy", real_clip["food_train"][:300])
+    np.save(tmp_path / "fake.npy", real_clip["flickr"][:300])  # another distribution: easy to separate
+    code, out = run_cli("detector", "train", "--real", tmp_path / "real.npy", "--synthetic", tmp_path / "fake.npy",
+                        "-o", tmp_path / "det.json", "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["identifiable"] and summary["auc"] > 0.9 and summary["n_real"] == 300
+    assert str(tmp_path / "det.json") in summary["written"]
