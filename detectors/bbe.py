@@ -33,6 +33,7 @@ subset of at most MAX_BANK items per set; every item is scored.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,11 +52,40 @@ def crossfit_scores(reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
     a logistic regression reference vs candidate on the k-NN density features (`"density"`), on
     them and the embedding (`"density+embedding"`), or a 2-fold linear probe on the embedding
     alone (`"linear"`)."""
+    if score == "linear":
+        return _linear_scores(np.asarray(reference, np.float32), np.asarray(candidate, np.float32), seed)
+    _, score_x, score_y, _ = crossfit(reference, candidate, seed, k, embedding=score == "density+embedding")
+    return score_x, score_y
+
+
+@dataclass
+class CrossfitScorer:
+    """The fold models of a cross-fitted density score and the banks they describe items against:
+    `score` gives any new item the score a held-out item of fold f would get."""
+
+    banks: list[DensityBank]
+    models: list[Logistic]
+    embedding: bool
+
+    def score(self, items: np.ndarray, folds: np.ndarray) -> np.ndarray:
+        """Scores of `items`, item i by the model of fold folds[i], against the banks outside it."""
+        items = np.asarray(items, dtype=np.float32)
+        found = [bank.neighbours(items) for bank in self.banks]  # one search, every fold
+        out = np.empty(len(items))
+        for f in np.unique(folds):
+            rows = np.flatnonzero(folds == f)
+            chosen = [(d[rows], i[rows]) for d, i in found]
+            out[rows] = self.models[f].predict(describe(items[rows], self.banks, int(f), found=chosen,
+                                                        embedding=self.embedding))
+        return out
+
+
+def crossfit(reference: np.ndarray, candidate: np.ndarray, seed: int = 0, k: int = 5, embedding: bool = False
+             ) -> tuple[CrossfitScorer, np.ndarray, np.ndarray, np.ndarray]:
+    """The density score cross-fitted over FOLDS folds: (scorer, reference scores, candidate
+    scores, each candidate item's fold)."""
     x = np.asarray(reference, dtype=np.float32)
     y = np.asarray(candidate, dtype=np.float32)
-    if score == "linear":
-        return _linear_scores(x, y, seed)
-    embedding = score == "density+embedding"
     rng = np.random.default_rng(seed)
     sides = []
     for items in (x, y):
@@ -66,7 +96,7 @@ def crossfit_scores(reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
         sides.append((items, folds, bank_rows, DensityBank(items[bank_rows], k, folds[bank_rows])))
     banks = [bank for *_, bank in sides]
     found = [[bank.neighbours(items) for bank in banks] for items, *_ in sides]  # one search, every fold
-    scores = [np.empty(len(x)), np.empty(len(y))]
+    models = []
     for f in range(FOLDS):
         # Train on the bank items outside fold f, described against the banks outside fold f.
         train, labels = [], []
@@ -75,12 +105,14 @@ def crossfit_scores(reference: np.ndarray, candidate: np.ndarray, seed: int = 0,
             chosen = [(d[bank_rows], i[bank_rows]) for d, i in found[s]]  # the own bank reads its own lists
             train.append(describe(own.vectors, banks, f, member_of=s, found=chosen, embedding=embedding)[rows])
             labels.append(np.full(int(rows.sum()), 1.0 - s))  # 1 = reference
-        model = Logistic.fit(np.vstack(train), np.concatenate(labels), balanced=True)
-        for s, (items, folds, _, _) in enumerate(sides):
+        models.append(Logistic.fit(np.vstack(train), np.concatenate(labels), balanced=True))
+    scores = [np.empty(len(x)), np.empty(len(y))]
+    for s, (items, folds, _, _) in enumerate(sides):
+        for f in range(FOLDS):
             rows = np.flatnonzero(folds == f)
             chosen = [(d[rows], i[rows]) for d, i in found[s]]
-            scores[s][rows] = model.predict(describe(items[rows], banks, f, found=chosen, embedding=embedding))
-    return scores[0], scores[1]
+            scores[s][rows] = models[f].predict(describe(items[rows], banks, f, found=chosen, embedding=embedding))
+    return CrossfitScorer(banks, models, embedding), scores[0], scores[1], sides[1][1]
 
 
 def _linear_scores(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ import numpy as np
 from audit.balls import candidate_ball_counts
 from audit.metrics import wilson_interval
 from detectors.base import FractionEstimate
-from detectors.bbe import bbe, crossfit_scores
+from detectors.bbe import CrossfitScorer, bbe, crossfit
 from detectors.probe import SupervisedProbe
 
 MIN_ITEMS = 200
@@ -43,6 +43,11 @@ class FractionReport:
     estimates: dict[str, FractionEstimate]
     warnings: list[str]
     item_scores: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # per candidate item
+    # The unsupervised score's fold models, the reference's held-out scores and each candidate
+    # item's fold: what scoring more candidate items the same way needs (the per-item pass).
+    unsupervised_scorer: CrossfitScorer | None = field(repr=False, default=None)
+    reference_scores: np.ndarray | None = field(repr=False, default=None)
+    candidate_folds: np.ndarray | None = field(repr=False, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,11 +93,9 @@ def estimate_fraction(
             warnings.append(f"too few labelled synthetic items ({len(detector.oof_synthetic)} < "
                             f"{MIN_SYNTHETIC_TRAINING}): the supervised estimate is unstable")
 
-    score_x, score_y = crossfit_scores(x, y, seed, k=k)
+    scorer, score_x, score_y, folds_y = crossfit(x, y, seed, k=k)
     estimates["unsupervised"] = bbe(score_x, score_y, delta)
-    # Per item: the share of reference items that look more like the reference than it does
-    # (0: as typical as the most typical reference item, 1: less typical than every one).
-    items["unsupervised"] = 1.0 - np.searchsorted(np.sort(score_x), score_y, side="right") / len(score_x)
+    items["unsupervised"] = atypicality(score_x, score_y)
 
     counts = candidate_ball_counts(x, y, k)
     outside = int(np.count_nonzero(counts == 0))
@@ -125,7 +128,13 @@ def estimate_fraction(
     if detector is None:
         warnings.append("no detector: BBE and the out-of-manifold share count real items unlike the reference "
                         "(content shift) as synthetic, and content shift cannot be checked without one")
-    return FractionReport(len(x), len(y), estimates, warnings, items)
+    return FractionReport(len(x), len(y), estimates, warnings, items, scorer, score_x, folds_y)
+
+
+def atypicality(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per item: the share of (held-out) reference items that look more like the reference than it
+    does (0: as typical as the most typical reference item, 1: less typical than every one)."""
+    return 1.0 - np.searchsorted(np.sort(reference_scores), scores, side="right") / len(reference_scores)
 
 
 def generator_shift(supervised: FractionEstimate, unsupervised: FractionEstimate, z: float = 1.96) -> str | None:
