@@ -43,6 +43,7 @@ def classify_exception(exc: BaseException) -> click.ClickException:
 
     from audit.embedding import DeviceError, ModelNotFound, WeightsUnavailable
     from audit.io import ArrayProblem, FolderProblem, InputProblem
+    from audit.items import EngineProblem, ItemsProblem
     from audit.limits import LimitError
     from audit.policy import PolicyError
     from audit.store import CacheUnavailable
@@ -50,7 +51,9 @@ def classify_exception(exc: BaseException) -> click.ClickException:
 
     if isinstance(exc, (PolicyError, LimitError, ModelNotFound, ModelMismatch, DetectorProblem, DeviceError)):
         return click.UsageError(str(exc))
-    if isinstance(exc, (InputProblem, ArrayProblem, FolderProblem, WeightsUnavailable, CacheUnavailable)):
+    if isinstance(exc, EngineProblem):
+        return click.UsageError(str(exc))
+    if isinstance(exc, (InputProblem, ArrayProblem, FolderProblem, WeightsUnavailable, CacheUnavailable, ItemsProblem)):
         return InputError(str(exc))
     if isinstance(exc, sqlite3.Error):
         return InputError(f"embedding cache error: {exc}")
@@ -159,6 +162,35 @@ def fraction_options(f):
                      help="BBE's lower bound holds with probability 1 - delta."),
         click.option("--top", default=TOP_DEFAULT, show_default=True, type=click.IntRange(min=0),
                      help="Most suspicious items to list (scan: to show in the report's gallery)."),
+    ])
+
+
+def item_options(f):
+    """The per-item pass and sampling at scale (scan only)."""
+    from audit.items import DEFAULT_DROP, ENGINES
+    from audit.items.run import DEFAULT_TARGET_RECALL
+    from audit.pipeline import DEFAULT_SAMPLE_SIZE
+
+    return _apply(f, [
+        click.option("--items/--no-items", "items", default=True, show_default=True,
+                     help="Score every candidate item into items.parquet beside report.json (per-item verdicts "
+                          "for `madaudit filter`)."),
+        click.option("--sample-size", default=DEFAULT_SAMPLE_SIZE, show_default=True, type=click.IntRange(min=100),
+                     help="Set-level numbers on a seeded uniform sample of at most this many items per side."),
+        click.option("--exact", is_flag=True, help="Exact nearest neighbours in the per-item pass, whatever the size "
+                                                   "[default: exact up to 50,000 items, an IVF index beyond]."),
+        click.option("--target-recall", default=DEFAULT_TARGET_RECALL, show_default=True,
+                     type=click.FloatRange(0, 1, min_open=True),
+                     help="Recall@10 the approximate index is tuned to (measured on a sample, in report.json)."),
+        click.option("--drop", default=",".join(DEFAULT_DROP), show_default=True,
+                     help="Which flags drop an item in items.parquet's keep column: any of synthetic, copies, "
+                          "duplicates, outside."),
+        click.option("--engine", default="local", show_default=True, type=click.Choice(ENGINES),
+                     help="Where the per-item scoring runs: this process, or a Ray cluster (pip install "
+                          "'madaudit[ray]')."),
+        click.option("--address", default=None, help="Ray cluster address [default: a local cluster]."),
+        click.option("--ray-workers", default=None, type=click.IntRange(min=1),
+                     help="CPUs of the local Ray cluster [default: all]."),
     ])
 
 
@@ -544,12 +576,13 @@ def gate_flags(f):
 @metric_options
 @fraction_options
 @forecast_options
+@item_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to the terminal instead of the verdict table.")
 @gate_flags
 @model_options
 def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed, tail_q, duplicates, duplicate_quantile,
-         duplicate_cosine, clusters, delta, top, loop, stand_in, generations, runs, dim, threshold, eval_size, as_json,
-         **flags):
+         duplicate_cosine, clusters, delta, top, loop, stand_in, generations, runs, dim, threshold, eval_size, items,
+         sample_size, exact, target_recall, drop, engine, address, ray_workers, as_json, **flags):
     """Audit CANDIDATE against REFERENCE end to end: embed (cache reused), every metric, the
     synthetic share, the MAD forecast, the policy's gates; write the reports; exit 0 (pass,
     warnings allowed), 1 (a gate failed), 2 (usage or config error) or 3 (input error).
@@ -576,10 +609,13 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     if detector_path is not None:
         SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
     options = _embed_options(**flags)
+    item_settings = _item_settings(drop, exact, target_recall, engine, address, ray_workers)
     result = _run_scan(reference, candidate, detector_path, policy, options, progress=_step_reporter(options), k=k,
                        seed=seed, tail_q=tail_q,
                        duplicate_rule=duplicates, duplicate_quantile=duplicate_quantile,
-                       duplicate_threshold=duplicate_cosine, n_clusters=clusters, delta=delta, gallery_size=top)
+                       duplicate_threshold=duplicate_cosine, n_clusters=clusters, delta=delta, gallery_size=top,
+                       sample_size=sample_size, items=out / "items.parquet" if items else None,
+                       item_settings=item_settings)
     written = write_reports(result.to_dict(), out)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -589,6 +625,34 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     trips = {"fail": {"fail"}, "warn": {"fail", "warn"}, "never": set()}[fail_on]
     if result.verdict in trips:
         sys.exit(1)
+
+
+@main.command("filter")
+@click.argument("report_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--drop", default=None,
+              help="Flags that drop an item: any of synthetic, copies, duplicates, outside "
+                   "[default: the list the scan used, report.json items.rules.drop].")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="The keys to keep: .parquet (one column `key`, for img2dataset / clip-retrieval) or text, "
+                   "one key a line [default: REPORT_DIR/keep.txt].")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def filter_command(report_dir, drop, out, as_json):
+    """Write the keys of the candidate items to keep, from a scan's items.parquet (REPORT_DIR, or
+    the file itself)."""
+    from audit.items import parse_drop
+    from audit.items.filtering import filter_items
+
+    try:
+        drop = parse_drop(drop) if drop is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--drop") from None
+    result = filter_items(report_dir, drop, out)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    dropped = ", ".join(f"{reason} {n:,}" for reason, n in result["flagged"].items()) or "nothing"
+    click.echo(f"kept {result['kept']:,} of {result['items']:,} items (flagged: {dropped}); "
+               f"keys written to {result['out']}")
 
 
 @main.command("policy")
@@ -756,6 +820,19 @@ def _policy(config_path, flags):
                               {k: v for k, v in flags.items() if k in gate_flags and v is not None})
     except PolicyError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _item_settings(drop, exact, target_recall, engine, address, workers):
+    from audit.items import ItemSettings, parse_drop
+
+    try:
+        drop = parse_drop(drop)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--drop") from None
+    if address is not None and engine != "ray":
+        raise click.UsageError("--address is for --engine ray")
+    return ItemSettings(drop=drop, exact=exact, target_recall=target_recall, engine=engine, address=address,
+                        workers=workers)
 
 
 def _run_scan(reference, candidate, detector_path, policy, options, **kwargs):

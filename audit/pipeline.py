@@ -10,6 +10,7 @@ plain data that `report.json` holds verbatim and every report renders from.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import math
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from audit import __version__
-from audit.io import EmbedOptions, InputProblem, LoadedSide, load_pair, side_from_array
+from audit.io import EmbedOptions, EmbeddingSet, InputProblem, LoadedSide, load_pair, side_from_array
 from audit.policy import Policy, evaluate, load_policy
 from audit.io.files import UNREADABLE_REASONS
 from audit.io.jsonfile import read_json
@@ -31,6 +32,7 @@ from audit.nearest import blas_description
 SCHEMA_VERSION = "madaudit-report/1"
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 EXIT_CODES = {"pass": 0, "warn": 0, "fail": 1}
+DEFAULT_SAMPLE_SIZE = 50_000  # items per side for the set-level numbers
 
 
 @dataclass
@@ -171,6 +173,9 @@ def scan(
     candidate_keys: list[str] | None = None,
     model_identity: dict[str, Any] | None = None,
     progress: Callable[[str | None], None] | None = None,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    items: str | Path | None = None,
+    item_settings: Any = None,
 ) -> ScanResult:
     """Audit `candidate` against `reference` (each an image folder, a .npy file or an embed
     folder). `detector`: a detector.json path or a `SupervisedProbe`. `policy`: default
@@ -189,7 +194,8 @@ def scan(
     probe = SupervisedProbe.load(detector) if isinstance(detector, (str, Path)) else detector
     sides = [side_from_array(v, keys, model_identity, f"{name} array") if isinstance(v, np.ndarray) else v
              for v, keys, name in ((reference, reference_keys, "reference"), (candidate, candidate_keys, "candidate"))]
-    ref, cand = load_pair(*sides, embed or EmbedOptions())
+    options = dataclasses.replace(embed or EmbedOptions(), sample_size=sample_size, sample_seed=seed)
+    ref, cand = (_subsample(side, sample_size, seed) for side in load_pair(*sides, options))
     x, y = ref.embeddings.vectors, cand.embeddings.vectors
     try:
         step("metrics: one pass over the distances, kernels, clusters, duplicates")
@@ -205,6 +211,9 @@ def scan(
         scores = fraction.item_scores[ranking]  # a detector that cannot separate ranks nothing
         step("forecast: loops over generations")
         forecast, measured, space = _forecast(policy.forecast, x, y, fraction.estimates[ranking], k, tail_q, seed)
+        item_summary = None
+        if items is not None:
+            item_summary = _items(ref, cand, fraction, probe, items, item_settings, k, duplicate_quantile, seed, step)
     except ModelMismatch:
         raise
     except ValueError as exc:  # too few items, a reference too small for the forecast, ...
@@ -225,7 +234,11 @@ def scan(
         "unreadable_share": unreadable / (unreadable + len(x) + len(y)),
         "forecast_recall": forecast.relative["recall"]["median"][-1] if forecast.available else math.nan,
         "forecast_tail_coverage": forecast.relative["tail_coverage"]["median"][-1] if forecast.available else math.nan,
+        "index_recall": _index_recall(item_summary),
     })
+    if item_summary is not None and cand.sample_rows is not None:
+        # The detectors saw a sample; the per-item pass saw every item against the whole reference.
+        values["out_of_manifold"] = item_summary["shares"]["outside"]["value"]
     data = {
         "schema": SCHEMA_VERSION,
         "madaudit_version": __version__,
@@ -235,9 +248,11 @@ def scan(
         "inputs": {"reference": _describe(_input_name(reference, "reference"), ref),
                    "candidate": _describe(_input_name(candidate, "candidate"), cand)},
         "model": cand.embeddings.model_identity or ref.embeddings.model_identity,
-        "index": {"kind": "exact", "library": "numpy", "blas": blas_description(), "recall": 1.0},
+        "index": _index(item_summary),
         "settings": {"k": k, "tail_q": tail_q, "duplicate_rule": duplicate_rule, "duplicate_quantile": duplicate_quantile,
-                     "duplicate_threshold": duplicate_threshold, "clusters": n_clusters, "delta": delta, "seed": seed},
+                     "duplicate_threshold": duplicate_threshold, "clusters": n_clusters, "delta": delta, "seed": seed,
+                     "sample_size": sample_size},
+        "items": item_summary,
         "metrics": metrics,
         "near_duplicates": near_duplicates,
         "synthetic_fraction": {"primary": primary, "value": values["synthetic_fraction"],
@@ -256,6 +271,61 @@ def scan(
     data["gates"], data["verdict"] = [r.to_dict() for r in gate_results], verdict
     step(None)  # the last step is over
     return ScanResult(_clean(data))
+
+
+def _subsample(side: LoadedSide, size: int, seed: int) -> LoadedSide:
+    """A side loaded whole (images, parquet, arrays) with more than `size` items keeps a seeded
+    uniform sample for the set-level numbers, and the whole set for the per-item pass."""
+    n = len(side.embeddings.keys)
+    if side.sample_rows is not None or n <= size:
+        return side
+    rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    full = side.embeddings
+    sampled = EmbeddingSet([full.keys[i] for i in rows], full.vectors[rows], full.model_identity, full.source)
+    return dataclasses.replace(side, embeddings=sampled, population=n, sample_rows=rows, full=full)
+
+
+def _stream(side: LoadedSide):
+    """Every item of a side, part by part: embedding files are read again from disk, anything
+    loaded whole is streamed from memory."""
+    from audit.items import ArraySource, FolderSource
+
+    if side.kind in ("embedding_folder", "npy") and side.path is not None:
+        return FolderSource.open(side.path)
+    full = side.full or side.embeddings
+    return ArraySource(full.vectors, list(full.keys))
+
+
+def _items(ref: LoadedSide, cand: LoadedSide, fraction, probe, path, settings, k: int, duplicate_quantile: float,
+           seed: int, step) -> dict[str, Any]:
+    """The per-item pass over every candidate item (items.parquet at `path`); its summary."""
+    from audit.items import ItemSettings, UnsupervisedItems, scan_items
+
+    settings = dataclasses.replace(settings or ItemSettings(), k=k, duplicate_quantile=duplicate_quantile, seed=seed)
+    seen = cand.sample_rows if cand.sample_rows is not None else np.arange(len(cand.embeddings.keys))
+    unsupervised = UnsupervisedItems(fraction.unsupervised_scorer, fraction.reference_scores, seen,
+                                     fraction.item_scores["unsupervised"])
+    return scan_items(_stream(ref), _stream(cand), path, settings, probe, cand.embeddings.model_identity,
+                      unsupervised, progress=step)
+
+
+def _index(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """How nearest neighbours were found: the set-level pass is exact; the per-item pass says
+    which index each side had and its measured recall@10."""
+    out = {"kind": "exact", "library": "numpy", "blas": blas_description(), "recall": 1.0}
+    if summary is None:
+        return out
+    per_item = summary["index"]
+    approximate = any(v["kind"] == "ivf" for v in per_item.values())
+    return {**out, "kind": "approximate" if approximate else "exact", "recall": _index_recall(summary),
+            "per_item": per_item}
+
+
+def _index_recall(summary: dict[str, Any] | None) -> float:
+    """The lowest measured recall@10 of the per-item pass's indexes (1.0 when every search was exact)."""
+    if summary is None:
+        return 1.0
+    return min(v["recall"]["value"] for v in summary["index"].values())
 
 
 def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: float, seed: int):
@@ -298,7 +368,12 @@ def _describe(path: str | Path, side: LoadedSide) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for s in side.skipped:
         reasons[s.reason] = reasons.get(s.reason, 0) + 1
-    return {"path": str(path), "kind": side.kind, "items": len(side.embeddings.keys),
+    sample = None
+    if side.sample_rows is not None:
+        sample = {"items": len(side.embeddings.keys), "method": "seeded uniform sample without replacement "
+                  "(settings.seed); the set-level numbers use it, the per-item pass every item"}
+    return {"path": str(path), "kind": side.kind, "items": side.population or len(side.embeddings.keys),
+            "sample": sample,
             "unreadable": _unreadable(side), "skipped_by_reason": reasons,
             "skipped": [{"key": s.key, "reason": s.reason, "detail": s.detail} for s in side.skipped[:1000]]}
 

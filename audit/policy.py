@@ -52,6 +52,8 @@ GATEABLE: dict[str, tuple[str, str]] = {
     "fd": ("max", "Frechet distance"),
     "duplicate_rate": ("max", "share of candidate items with a near duplicate in the candidate"),
     "reference_copy_rate": ("max", "share of candidate items that copy a reference item (leak)"),
+    "index_recall": ("min", "lowest measured recall@10 of the per-item pass's nearest-neighbour indexes "
+                            "(1 when exact)"),
     "unreadable_share": ("max", "share of candidate and reference files that could not be read"),
     "forecast_recall": ("min", "forecast median recall at the last generation, as a share of the real-only loop's"),
     "forecast_tail_coverage": ("min", "forecast median tail coverage at the last generation, as a share of the real-only loop's"),

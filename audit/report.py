@@ -154,6 +154,8 @@ def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambd
     nd = data.get("near_duplicates") or {}
     if nd.get("description"):
         lines.append(f"near duplicates: {_visible(nd['description'])}")
+    if data.get("items"):
+        lines.append(f"per item: {items_sentence(data)}")
     for side in ("reference", "candidate"):
         by_reason = data["inputs"][side]["skipped_by_reason"]
         if by_reason:
@@ -164,6 +166,21 @@ def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambd
         lines[table_lines:] = [textwrap.fill(text, width=max(40, width), subsequent_indent="  ")
                                for text in lines[table_lines:]]
     return verdict_line(data) + "\n" + "\n".join(lines)
+
+
+def items_sentence(data: dict[str, Any]) -> str:
+    """One line on the per-item pass: how many items, what it would drop, how exact the search was."""
+    items = data["items"]
+    counts, rules = items["counts"], items["rules"]
+    flags = ", ".join(f"{name} {counts[name]:,}" for name in ("synthetic", "copy", "duplicate", "outside"))
+    search = []
+    for side, index in items["index"].items():
+        recall = index["recall"]
+        search.append(f"{side} {'exact' if index['kind'] == 'exact' else 'IVF'}"
+                      + ("" if index["kind"] == "exact" else f" (recall@{recall['k']} {recall['value']:.3f})"))
+    return (f"{items['items']:,} candidate items scored into {_visible(items['path'])}: keep {counts['keep']:,} "
+            f"(dropping {', '.join(_visible(r) for r in rules['drop']) or 'nothing'}; flagged {flags}); "
+            f"search: {', '.join(search)}")
 
 
 def render_markdown(data: dict[str, Any]) -> str:
@@ -198,6 +215,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     unreadable = inputs["reference"]["unreadable"] + inputs["candidate"]["unreadable"]
     if unreadable:
         lines += ["", f"{_md(unreadable)} files could not be read (listed in report.json, by reason)."]
+    if data.get("items"):
+        lines += ["", "### Per item", "", _md(items_sentence(data)) + ". `madaudit filter` writes the keys to keep."]
     nd = data["near_duplicates"]
     lines += ["", "### Near duplicates", "", f"Rule: {_md(nd.get('description') or nd['rule'])}. "
               f"{_md(len(nd['copies_of_reference']))} copies of reference items, {_md(len(nd['within_candidate']))} "

@@ -27,7 +27,7 @@ import numpy as np
 from audit.io import files, pathlist, webdataset
 from audit.io.arrays import ArrayProblem, check_values
 from audit.io.embedding_folder import (EmbeddingSet, FolderProblem, is_embedding_folder, load_embeddings,
-                                       read_folder_extras)
+                                       read_folder_extras, read_manifest)
 from audit.io.files import FolderScan, ImageFile, Skipped
 from audit.io.parquet import DEFAULT_EMBEDDING_COLUMN, is_embedding_table, load_parquet_embeddings
 
@@ -56,6 +56,10 @@ class EmbedOptions:
     # Model names declared for bare embeddings: () none, (name,) both sides, (reference, candidate).
     embedding_model: tuple[str, ...] = ()
     basis: str | None = None  # pixels: a saved basis to reuse instead of fitting one
+    # Embedding files larger than this are read as a seeded uniform sample of this many rows (the
+    # set-level metrics); the per-item pass reads every row part by part. None: read everything.
+    sample_size: int | None = None
+    sample_seed: int = 0
 
 
 @dataclass
@@ -67,6 +71,10 @@ class LoadedSide:
     image_root: str | None = None  # where the keys resolve to image files, if anywhere
     listing: FolderScan | None = field(default=None, repr=False)
     max_file_mb: float = files.DEFAULT_MAX_FILE_MB
+    population: int | None = None  # rows of the whole input, when `embeddings` holds a sample of them
+    sample_rows: np.ndarray | None = field(default=None, repr=False)  # those rows (sorted), or None: all
+    path: str | None = None  # the input as given (the per-item pass reads embedding files again)
+    full: EmbeddingSet | None = field(default=None, repr=False)  # every item, when `embeddings` is a sample
     _by_key: dict[str, ImageFile] | None = field(default=None, init=False, repr=False)
 
     def image_bytes(self, key: str) -> bytes | None:
@@ -145,15 +153,34 @@ def load_side(path: str | os.PathLike, options: EmbedOptions, embedder_cache: di
 def _read_embeddings(path, kind: str, options: EmbedOptions, side: int) -> LoadedSide:
     skipped: list[Skipped] = []
     root = None
+    population, rows = None, None
     if kind == "parquet":
         emb = load_parquet_embeddings(path, options.embedding_column)
+    elif options.sample_size is not None:
+        emb, population, rows = _sample_embeddings(path, options.sample_size, options.sample_seed)
     else:
         emb = load_embeddings(path)
     if kind == "embedding_folder":
         skipped, source = read_folder_extras(path)
         root = source if source and Path(source).is_dir() else None
     emb.model_identity = _declared_identity(emb, options, side)
-    return LoadedSide(emb, skipped, {"vectors": len(emb.keys)}, kind, root, max_file_mb=options.max_file_mb)
+    return LoadedSide(emb, skipped, {"vectors": population or len(emb.keys)}, kind, root,
+                      max_file_mb=options.max_file_mb, population=population, sample_rows=rows, path=os.fspath(path))
+
+
+def _sample_embeddings(path, size: int, seed: int) -> tuple[EmbeddingSet, int | None, np.ndarray | None]:
+    """The whole file when it has at most `size` rows, else a seeded uniform sample of rows read
+    one by one (never the whole file): (embeddings, population, rows)."""
+    from audit.items.source import FolderSource
+
+    source = FolderSource.open(path)
+    if source.count <= size:
+        return load_embeddings(path), None, None
+    rows = source.sample_rows(size, seed)
+    identity = read_manifest(path).get("model") if Path(path).is_dir() else None
+    emb = EmbeddingSet(source.keys_of(rows), source.take(rows), identity if isinstance(identity, dict) else None,
+                       os.fspath(path))
+    return emb, source.count, rows
 
 
 def _declared_identity(emb: EmbeddingSet, options: EmbedOptions, side: int) -> dict[str, Any] | None:

@@ -52,8 +52,22 @@ class ListIndex:
     nprobe: int = 1
 
     def __post_init__(self) -> None:
-        self.sq_norms = np.einsum("ij,ij->i", self.vectors, self.vectors)
+        # The products' right operand, list by list: [x, |x|^2]; a query enters as [-2 q, 1], so one
+        # product gives |x|^2 - 2 q.x, the squared distance less |q|^2 (the same for the whole row).
+        d = self.vectors.shape[1]
+        self._aug = np.empty((len(self.vectors), d + 1), np.float32)
+        self._aug[:, :d] = self.vectors
+        self._aug[:, d] = np.einsum("ij,ij->i", self.vectors, self.vectors)
+        self.vectors = self._aug[:, :d]  # a view: every vector is stored once
         self._c_sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
+        self._position: np.ndarray | None = None  # global row -> stored position, made when first asked
+
+    def stored(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of the given global rows."""
+        if self._position is None:
+            self._position = np.empty(len(self.rows), np.int64)
+            self._position[self.rows] = np.arange(len(self.rows))
+        return self.vectors[self._position[np.asarray(rows, np.int64)]]
 
     @property
     def nlist(self) -> int:
@@ -74,8 +88,11 @@ class ListIndex:
         """Index every row of `source`, read part by part twice (assign, then place): memory is the
         stored vectors and one part. Exact (one list) when asked or when the set is small."""
         n = source.count
-        if nlist is None:
-            nlist = 1 if exact or n <= EXACT_UP_TO else default_nlist(n)
+        if exact:
+            nlist = 1
+        elif nlist is None:
+            nlist = 1 if n <= EXACT_UP_TO else default_nlist(n)
+        nlist = max(1, min(nlist, n // 4 or 1))
         if nlist == 1:
             centroids = np.zeros((1, source.dim), np.float32)
         else:
@@ -126,7 +143,10 @@ class ListIndex:
         m = len(queries)
         best_sq = np.full((m, fetch), np.inf, np.float32)
         best_pos = np.full((m, fetch), -1, np.int64)
-        q_sq = np.einsum("ij,ij->i", queries, queries)
+        q_aug = np.empty((m, queries.shape[1] + 1), np.float32)
+        q_aug[:, :-1] = queries
+        q_aug[:, :-1] *= -2
+        q_aug[:, -1] = 1
         probes = self.probe(queries, nprobe)
         flat_lists = probes.ravel()
         order = np.argsort(flat_lists, kind="stable")
@@ -142,10 +162,7 @@ class ListIndex:
                 step = max(1, BLOCK_FLOATS // (c1 - c0))
                 for a in range(0, len(asking), step):
                     qs = asking[a:a + step]
-                    block = queries[qs] @ self.vectors[c0:c1].T
-                    block *= -2
-                    block += q_sq[qs, None]
-                    block += self.sq_norms[None, c0:c1]
+                    block = q_aug[qs] @ self._aug[c0:c1].T
                     _merge(best_sq, best_pos, qs, block, c0, fetch)
         return self._finish(queries, best_sq, best_pos, k, self_rows)
 
@@ -160,7 +177,7 @@ class ListIndex:
         for a in range(0, m, step):
             p = pos[a:a + step]
             have = p >= 0
-            diff = self.vectors[np.where(have, p, 0)] - queries[a:a + step, None, :]
+            diff = self._aug[np.where(have, p, 0), :-1] - queries[a:a + step, None, :]
             part = np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64)
             sq[a:a + step] = np.where(have, part, np.inf)
             rows[a:a + step] = np.where(have, self.rows[np.where(have, p, 0)], -1)
@@ -211,10 +228,12 @@ def kmeans_centroids(sample: np.ndarray, nlist: int, seed: int, iterations: int 
         helper._c_sq = np.einsum("ij,ij->i", centroids, centroids)
         labels = helper.probe(x, 1)[:, 0]
         counts = np.bincount(labels, minlength=nlist)
-        sums = np.zeros((nlist, x.shape[1]), np.float64)
-        np.add.at(sums, labels, x)
+        order = np.argsort(labels, kind="stable")
+        present = np.flatnonzero(counts)
+        sums = np.zeros((nlist, x.shape[1]), np.float32)
+        sums[present] = np.add.reduceat(x[order], np.r_[0, np.cumsum(counts[present])[:-1]], axis=0)
         empty = counts == 0
-        centroids = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        centroids = sums / np.maximum(counts, 1)[:, None].astype(np.float32)
         if empty.any():
             err = np.einsum("ij,ij->i", x - centroids[labels], x - centroids[labels])
             centroids[empty] = x[np.argsort(-err, kind="stable")[:int(empty.sum())]]

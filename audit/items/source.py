@@ -49,6 +49,9 @@ class PartSource:
     def keys_of(self, rows: np.ndarray) -> list[str]:
         raise NotImplementedError
 
+    def all_keys(self) -> list[str]:
+        return [k for span in self.spans for k in self.read(span)[0]]
+
     def parts(self) -> Iterator[tuple[Span, list[str], np.ndarray]]:
         for span in self.spans:
             keys, vectors = self.read(span)
@@ -92,6 +95,9 @@ class ArraySource(PartSource):
 
     def keys_of(self, rows: np.ndarray) -> list[str]:
         return [self.key_list[int(r)] for r in rows]
+
+    def all_keys(self) -> list[str]:
+        return self.key_list
 
 
 @dataclass
@@ -171,21 +177,37 @@ class FolderSource(PartSource):
         return out
 
     def keys_of(self, rows: np.ndarray) -> list[str]:
+        import pyarrow as pa
+
         rows = np.asarray(rows, np.int64)
         files = np.searchsorted(self._first, rows, side="right") - 1
-        return [self._file_keys(int(f), int(r - self._first[f]), 1)[0] for f, r in zip(files, rows)]
+        out: list[str] = [str(int(r)) for r in rows]  # row numbers, unless the metadata has keys
+        for f in np.unique(files):
+            column = self._column(int(f))
+            if column is not None:
+                at = np.flatnonzero(files == f)
+                for i, key in zip(at, column.take(pa.array(rows[at] - self._first[f])).to_pylist()):
+                    out[i] = str(key)
+        return out
+
+    def all_keys(self) -> list[str]:
+        return [k for f, h in enumerate(self.headers) for k in self._file_keys(f, 0, h.shape[0])]
+
+    def _column(self, f: int):
+        """File f's key column (arrow), or None where keys are row numbers; one file cached."""
+        if self.metadata[f] is None:
+            return None
+        if f not in self._keys:
+            self._keys.clear()
+            self._keys[f] = _key_column(self.metadata[f], self.headers[f].shape[0])
+        return self._keys[f]
 
     def _file_keys(self, f: int, offset: int, n: int) -> list[str]:
-        if self.metadata[f] is None:  # a bare .npy: row numbers
+        column = self._column(f)
+        if column is None:  # a bare .npy, or metadata without a key column: global row numbers
             first = int(self._first[f]) + offset
             return [str(i) for i in range(first, first + n)]
-        if f not in self._keys:
-            self._keys.clear()  # one file's keys at a time
-            self._keys[f] = _key_column(self.metadata[f], self.headers[f].shape[0])
-        if self._keys[f] is None:  # metadata without a key column: row numbers, as `load_embeddings` reads it
-            first = int(self._first[f]) + offset
-            return [str(i) for i in range(first, first + n)]
-        return [str(k) for k in self._keys[f].slice(offset, n).to_pylist()]
+        return [str(k) for k in column.slice(offset, n).to_pylist()]
 
 
 def _header(path: Path) -> NpyHeader:
