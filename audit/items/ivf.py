@@ -41,6 +41,7 @@ class Found:
 
     sq: np.ndarray
     rows: np.ndarray
+    balls: np.ndarray | None = None  # (m,) stored balls holding each query (`search(..., balls=True)`)
 
 
 @dataclass
@@ -61,6 +62,12 @@ class ListIndex:
         self.vectors = self._aug[:, :d]  # a view: every vector is stored once
         self._c_sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
         self._position: np.ndarray | None = None  # global row -> stored position, made when first asked
+        self.ball_sq_radii: np.ndarray | None = None  # by stored position (`set_ball_radii`)
+        self._max_sq_norm = float(self._aug[:, d].max()) if len(self._aug) else 0.0
+
+    def set_ball_radii(self, sq_radii: np.ndarray) -> None:
+        """Give every stored vector a ball (squared radius, by global row) for `search(balls=True)`."""
+        self.ball_sq_radii = np.asarray(sq_radii, np.float64)[self.rows]
 
     def stored(self, rows: np.ndarray) -> np.ndarray:
         """The stored vectors of the given global rows."""
@@ -132,11 +139,13 @@ class ListIndex:
             out[a:a + rows] = np.argpartition(sq, nprobe - 1, axis=1)[:, :nprobe]
         return out
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, self_rows: np.ndarray | None = None
-               ) -> Found:
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, self_rows: np.ndarray | None = None,
+               balls: bool = False) -> Found:
         """The k nearest stored vectors to each query among the `nprobe` nearest lists. With
         `self_rows`, query i is stored row self_rows[i] and is left out of its own answer (an
-        exact duplicate still counts, at 0.0)."""
+        exact duplicate still counts, at 0.0). With `balls`, also count the stored balls
+        (`set_ball_radii`) of the probed lists that hold each query, |q - x| <= r: entries within
+        the float32 rounding bound of a radius are recomputed directly, as the radii were."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         nprobe = self.nprobe if nprobe is None else nprobe
         fetch = k + (1 if self_rows is not None else 0)
@@ -147,6 +156,7 @@ class ListIndex:
         q_aug[:, :-1] = queries
         q_aug[:, :-1] *= -2
         q_aug[:, -1] = 1
+        counter = _BallCounter(self, queries) if balls else None
         probes = self.probe(queries, nprobe)
         flat_lists = probes.ravel()
         order = np.argsort(flat_lists, kind="stable")
@@ -163,8 +173,12 @@ class ListIndex:
                 for a in range(0, len(asking), step):
                     qs = asking[a:a + step]
                     block = q_aug[qs] @ self._aug[c0:c1].T
+                    if counter is not None:
+                        counter.add(block, qs, c0, c1)
                     _merge(best_sq, best_pos, qs, block, c0, fetch)
-        return self._finish(queries, best_sq, best_pos, k, self_rows)
+        found = self._finish(queries, best_sq, best_pos, k, self_rows)
+        found.balls = counter.counts if counter is not None else None
+        return found
 
     def _finish(self, queries: np.ndarray, approx: np.ndarray, pos: np.ndarray, k: int,
                 self_rows: np.ndarray | None) -> Found:
@@ -189,6 +203,31 @@ class ListIndex:
             rows = rows[keep].reshape(m, fetch - 1)
         order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), sq), axis=1)[:, :k]
         return Found(np.take_along_axis(sq, order, axis=1), np.take_along_axis(rows, order, axis=1))
+
+
+class _BallCounter:
+    """Counts, per query, the stored balls holding it, block by block."""
+
+    def __init__(self, index: ListIndex, queries: np.ndarray):
+        from audit.nearest import expansion_tolerance
+
+        if index.ball_sq_radii is None:
+            raise ValueError("set_ball_radii first")
+        self.index, self.queries = index, queries
+        self.q_sq = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
+        self.tol = 2 * expansion_tolerance(self.q_sq, index._max_sq_norm, queries.shape[1] + 1)
+        self.counts = np.zeros(len(queries), np.int64)
+
+    def add(self, block: np.ndarray, qs: np.ndarray, c0: int, c1: int) -> None:
+        r2 = self.index.ball_sq_radii[c0:c1]
+        s = block + self.q_sq[qs, None].astype(np.float32)  # squared distances, float32
+        t = self.tol[qs, None]
+        self.counts[qs] += np.count_nonzero(s <= (r2[None, :] - t).astype(np.float32), axis=1)
+        mi, mj = np.nonzero((s > (r2[None, :] - t).astype(np.float32)) & (s <= (r2[None, :] + t).astype(np.float32)))
+        if len(mi):  # near the edge: the direct distance decides, computed as the radii were
+            diff = self.index._aug[c0 + mj, :-1] - self.queries[qs[mi]]
+            sq = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+            np.add.at(self.counts, qs[mi], sq <= r2[mj])
 
 
 def _merge(best_sq: np.ndarray, best_pos: np.ndarray, qs: np.ndarray, block: np.ndarray, first: int,

@@ -82,7 +82,8 @@ def scan_items(reference: PartSource, candidate: PartSource, out: str | Path, se
     by = "supervised" if probe is not None else "unsupervised"
     rules = ItemRules(settings.k, radius, settings.duplicate_quantile, by,
                       SUPERVISED_THRESHOLD if by == "supervised" else UNSUPERVISED_THRESHOLD, tuple(settings.drop))
-    ctx = ItemContext(ref_index, reference.all_keys(), sq_radii, cand_index, rules, probe, probe_identity, unsupervised)
+    ref_index.set_ball_radii(sq_radii)
+    ctx = ItemContext(ref_index, reference.all_keys(), cand_index, rules, probe, probe_identity, unsupervised)
     step(f"items: scoring {candidate.count:,} candidate items ({settings.engine})")
     out = Path(out)
     with ItemsWriter(out) as writer:

@@ -8,7 +8,7 @@ Per item (the columns of items.parquet):
 | row, key                      | the item's row in the candidate and its key                            |
 | supervised_score              | the detector's synthetic probability (with a detector)                 |
 | unsupervised_score            | share of held-out reference items more reference-like than the item    |
-| reference_balls               | reference k-NN balls holding it, among its `ball_neighbours` nearest    |
+| reference_balls               | reference k-NN balls holding it (in the lists searched)                 |
 | nearest_reference_key, _distance, _cosine | its nearest reference item (copies, leaks)                 |
 | nearest_candidate_row, _distance, _cosine | its nearest other candidate item (duplicates)              |
 | synthetic, copy, duplicate, outside       | the flags (`ItemRules`)                                    |
@@ -34,7 +34,7 @@ DROP_REASONS = ("synthetic", "copies", "duplicates", "outside")
 FLAG_OF_REASON = {"synthetic": "synthetic", "copies": "copy", "duplicates": "duplicate", "outside": "outside"}
 DEFAULT_DROP = ("synthetic", "copies", "duplicates")
 DUPLICATE_NEIGHBOURS = 10  # earlier near copies looked for among this many nearest candidates
-BALL_NEIGHBOURS = 50  # reference balls counted among this many nearest reference items
+NEAREST_REFERENCES = 10  # nearest reference items found per candidate item (recall@10 is measured)
 UNSUPERVISED_THRESHOLD = 0.99
 SUPERVISED_THRESHOLD = 0.5
 
@@ -56,12 +56,11 @@ class ItemRules:
     synthetic_by: str  # "supervised" or "unsupervised"
     synthetic_threshold: float
     drop: tuple[str, ...] = DEFAULT_DROP
-    ball_neighbours: int = BALL_NEIGHBOURS
 
     def to_dict(self) -> dict:
         return {"k": self.k, "duplicate_radius": self.duplicate_radius, "duplicate_quantile": self.duplicate_quantile,
                 "synthetic_by": self.synthetic_by, "synthetic_threshold": self.synthetic_threshold,
-                "drop": list(self.drop), "ball_neighbours": self.ball_neighbours}
+                "drop": list(self.drop)}
 
 
 @dataclass
@@ -94,7 +93,6 @@ class UnsupervisedItems:
 class ItemContext:
     reference: ListIndex
     reference_keys: list[str]
-    reference_sq_radii: np.ndarray  # by reference row
     candidate: ListIndex
     rules: ItemRules
     probe: object | None = None  # detectors.probe.SupervisedProbe
@@ -107,11 +105,10 @@ def score_part(ctx: ItemContext, start: int, keys: list[str], vectors: np.ndarra
     rows = np.arange(start, start + len(vectors), dtype=np.int64)
     rules = ctx.rules
     radius_sq = rules.duplicate_radius ** 2
-    ref = ctx.reference.search(vectors, min(rules.ball_neighbours, len(ctx.reference.vectors)))
+    ref = ctx.reference.search(vectors, min(NEAREST_REFERENCES, len(ctx.reference.vectors)), balls=True)
     within = ctx.candidate.search(vectors, DUPLICATE_NEIGHBOURS, self_rows=rows) if ctx.candidate.vectors.shape[0] > 1 \
         else None
-    found = ref.rows >= 0
-    balls = np.count_nonzero(found & (ref.sq <= ctx.reference_sq_radii[np.where(found, ref.rows, 0)]), axis=1)
+    balls = ref.balls
     columns: dict[str, object] = {"row": rows, "key": list(keys)}
     if ctx.probe is not None:
         columns["supervised_score"] = ctx.probe.scores(vectors, ctx.probe_identity)
