@@ -6,6 +6,7 @@ describes a whole scan, so CI needs no flags.
                 embedding_column, embedding_model, cache, basis
     [metrics]   k, tail_q, duplicates, duplicate_quantile, duplicate_cosine, clusters, seed
     [detector]  path, delta, top
+    [items]     enabled, sample_size, exact, target_recall, drop, engine, address, ray_workers
     [forecast]  loop, stand_in (`model` is accepted too), generations, runs, dim, threshold, eval_size
     [gates]     metric = { min | max = threshold, severity = "fail" | "warn" }
 
@@ -34,6 +35,9 @@ RUN_KEYS: dict[str, dict[str, tuple[str, tuple[type, ...]]]] = {
                 "duplicate_cosine": ("duplicate_cosine", (int, float)), "clusters": ("clusters", (int,)),
                 "seed": ("seed", (int,))},
     "detector": {"path": ("detector_path", (str,)), "delta": ("delta", (int, float)), "top": ("top", (int,))},
+    "items": {"enabled": ("items", (bool,)), "sample_size": ("sample_size", (int,)), "exact": ("exact", (bool,)),
+              "target_recall": ("target_recall", (int, float)), "drop": ("drop", (str, list)),
+              "engine": ("engine", (str,)), "address": ("address", (str,)), "ray_workers": ("ray_workers", (int,))},
 }
 POLICY_SECTIONS = ("forecast", "gates")
 SECTIONS = (*RUN_SECTIONS, *POLICY_SECTIONS)
@@ -79,6 +83,10 @@ def run_defaults(data: dict[str, Any], source: str = "config", prefix: str = "")
                 raise PolicyError(f"{source}: '{prefix}{section}.{key}' must be a {wanted}, got {value!r}")
             if name in ("reference", "candidate", "out", "detector_path", "cache_path", "basis"):
                 value = str(base / value)
+            if name == "drop" and isinstance(value, list):
+                if not all(isinstance(v, str) for v in value):
+                    raise PolicyError(f"{source}: '{prefix}{section}.{key}' must be a list of names")
+                value = ",".join(value)
             if name == "embedding_model":
                 value = [value] if isinstance(value, str) else value
                 if not all(isinstance(v, str) for v in value) or not 1 <= len(value) <= 2:
@@ -119,6 +127,14 @@ STARTER = '''# madaudit.toml: one scan, described once. `madaudit scan` reads th
 # path = "detector.json"            # from `madaudit detector train`: adds the supervised estimate
 # delta = 0.05                      # BBE's lower bound holds with probability 1 - delta
 # top = 24                          # most suspicious items shown in the report
+
+[items]                             # the per-item pass: items.parquet, `madaudit filter`
+# enabled = true
+# sample_size = 50000               # set-level numbers on seeded samples of at most this many items a side
+# exact = false                     # true: exact nearest neighbours whatever the size
+# target_recall = 0.95              # recall@10 the approximate index is tuned to (measured, in report.json)
+# drop = ["synthetic", "copies", "duplicates"]   # also "outside"
+# engine = "local"                  # or "ray" (pip install 'madaudit[ray]')
 
 [forecast]
 # loop = "fresh"                    # fully_synthetic, augment, fresh or accumulate

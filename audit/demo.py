@@ -37,7 +37,8 @@ def run_demo(out: str | Path, seed: int = 0, progress: Callable[[str], None] = l
     SupervisedProbe.fit(real.vectors, synthetic.vectors, real.model_identity, seed=seed).save(detector)
 
     progress("3/4 scanning fixtures/candidate against fixtures/reference")
-    result = scan(fixtures / "reference", fixtures / "candidate", detector, DEFAULT_POLICY, options, seed=seed)
+    result = scan(fixtures / "reference", fixtures / "candidate", detector, DEFAULT_POLICY, options, seed=seed,
+                  items=out / "report" / "items.parquet")
     progress(f"4/4 writing reports to {out / 'report'}")
     written = write_reports(result.to_dict(), out / "report")
     return result, {"truth": _truth(manifest), **{k: str(v) for k, v in written.items()}}

@@ -140,7 +140,7 @@ DEFAULT_POLICY = Policy((
 ))
 
 
-RUN_SECTIONS = ("inputs", "embed", "metrics", "detector")  # the rest of a run's config (`audit.config`)
+RUN_SECTIONS = ("inputs", "embed", "metrics", "detector", "items")  # the rest of a run's config (`audit.config`)
 
 
 def find_config(directory: str | Path = ".") -> Path | None:

@@ -140,6 +140,39 @@ def worker(ref: str, cand: str, engine: str) -> None:
     }))
 
 
+def versus_faiss(n: int, queries: int, spread: float, nprobe: int) -> dict:
+    """The same inverted file (the same centroids and lists) searched by madaudit's grouped
+    products and by FAISS's IndexIVFFlat, on the same queries: queries per second and agreement."""
+    import faiss
+
+    from audit.items import ArraySource
+    from audit.items.ivf import ListIndex, recall_at_k
+
+    x = np.vstack(list(clip_like(n, 0, spread)))
+    q = np.vstack(list(clip_like(queries, 5, spread)))
+    ours = ListIndex.build(ArraySource(x, [str(i) for i in range(n)]))
+    quantizer = faiss.IndexFlatL2(x.shape[1])
+    quantizer.add(ours.centroids)
+    theirs = faiss.IndexIVFFlat(quantizer, x.shape[1], ours.nlist)
+    theirs.is_trained = True
+    theirs.add(x)
+    theirs.nprobe = nprobe
+    out = {"vectors": n, "queries": queries, "lists": ours.nlist, "nprobe": nprobe}
+    started = time.perf_counter()
+    mine = ours.search(q, 10, nprobe)
+    out["madaudit_queries_per_s"] = round(queries / (time.perf_counter() - started))
+    started = time.perf_counter()
+    _, idx = theirs.search(q, 10)
+    out["faiss_queries_per_s"] = round(queries / (time.perf_counter() - started))
+    exact = ours.search(q[:1000], 10, ours.nlist)
+    out["madaudit_recall@10"] = round(float(recall_at_k(ours.search(q[:1000], 10, nprobe), exact, 10).mean()), 4)
+    theirs_sq = np.where(idx[:1000] >= 0, ((q[:1000, None, :] - x[np.maximum(idx[:1000], 0)]) ** 2).sum(-1), np.inf)
+    out["faiss_recall@10"] = round(float(np.mean(np.sort(theirs_sq, axis=1) <= exact.sq[:, 9:10] * (1 + 1e-5) + 1e-9)), 4)
+    out["ratio"] = round(out["madaudit_queries_per_s"] / out["faiss_queries_per_s"], 2)
+    del mine
+    return out
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -183,10 +216,15 @@ def main() -> None:
     parser.add_argument("--engine", default="local")
     parser.add_argument("--plot", help="write the time and memory curves here (svg or png)")
     parser.add_argument("--keep", help="generate the inputs here and keep them (default: a temporary folder)")
+    parser.add_argument("--vs-faiss", action="store_true",
+                        help="compare the grouped IVF search with FAISS's IndexIVFFlat on the same lists and queries")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
+        return
+    if args.vs_faiss:
+        print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), **versus_faiss(200_000, 20_000, args.spread, 16)}))
         return
     print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "spread": args.spread}), flush=True)
     with tempfile.TemporaryDirectory(prefix="madaudit-bench-data-") as tmp:

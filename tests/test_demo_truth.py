@@ -41,7 +41,28 @@ def test_demo_estimate_agrees_with_the_truth_it_prints(tmp_path):
     # The gate on the synthetic share sees the number, not an unknown.
     gate = next(g for g in data["gates"] if g["metric"] == "synthetic_fraction")
     assert gate["value"] == sf["value"] and not gate["unknown"]
+    _items_agree_with_the_truth(tmp_path / "demo", rows)
     _forecast_agrees_with_the_truth(tmp_path / "demo", data, paths, truth)
+
+
+def _items_agree_with_the_truth(out, rows):
+    """items.parquet flags the synthetic digits, item by item, against the manifest's labels; the
+    keep list the filter writes holds the real digits."""
+    import pyarrow.parquet as pq
+
+    from audit.items.filtering import filter_items
+
+    items = pq.read_table(out / "report" / "items.parquet").to_pydict()
+    truth = {r["key"]: r["is_synthetic"] == "1" for r in rows}
+    assert sorted(items["key"]) == sorted(truth)
+    flagged = np.array(items["synthetic"])
+    is_synthetic = np.array([truth[k] for k in items["key"]])
+    assert flagged[is_synthetic].mean() >= SYNTHETIC_CAUGHT, flagged[is_synthetic].mean()
+    assert flagged[~is_synthetic].mean() <= REAL_FLAGGED, flagged[~is_synthetic].mean()
+    result = filter_items(out / "report", ("synthetic",), out / "keep.txt")
+    kept = (out / "keep.txt").read_text().split()
+    assert len(kept) == result["kept"] == int((~flagged).sum())
+    assert np.mean([not truth[k] for k in kept]) >= 0.95  # what is kept is real
 
 
 def _forecast_agrees_with_the_truth(out, data, paths, truth):

@@ -55,10 +55,15 @@ class ListIndex:
     def __post_init__(self) -> None:
         # The products' right operand, list by list: [x, |x|^2]; a query enters as [-2 q, 1], so one
         # product gives |x|^2 - 2 q.x, the squared distance less |q|^2 (the same for the whole row).
-        d = self.vectors.shape[1]
-        self._aug = np.empty((len(self.vectors), d + 1), np.float32)
-        self._aug[:, :d] = self.vectors
-        self._aug[:, d] = np.einsum("ij,ij->i", self.vectors, self.vectors)
+        n, d = self.vectors.shape
+        base = self.vectors.base
+        if isinstance(base, np.ndarray) and base.dtype == np.float32 and base.shape == (n, d + 1) \
+                and base.flags.c_contiguous and self.vectors.strides == base.strides:
+            self._aug = base  # `build` placed the vectors in the storage itself: no second copy
+        else:
+            self._aug = np.empty((n, d + 1), np.float32)
+            self._aug[:, :d] = self.vectors
+        self._aug[:, d] = np.einsum("ij,ij->i", self._aug[:, :d], self._aug[:, :d])
         self.vectors = self._aug[:, :d]  # a view: every vector is stored once
         self._c_sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
         self._position: np.ndarray | None = None  # global row -> stored position, made when first asked
@@ -111,7 +116,8 @@ class ListIndex:
             labels[span.start:span.stop] = probe.probe(vectors, 1)[:, 0]
         counts = np.bincount(labels, minlength=nlist)
         offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
-        stored = np.empty((n, source.dim), np.float32)
+        storage = np.empty((n, source.dim + 1), np.float32)  # [x, |x|^2], the norms filled by __post_init__
+        stored = storage[:, :source.dim]
         rows = np.empty(n, np.int64)
         cursor = offsets[:-1].copy()
         for span, _, vectors in source.parts():
