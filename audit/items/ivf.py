@@ -8,9 +8,10 @@ into one float32 matrix product against that list (|q|^2 + |x|^2 - 2 q.x), keeps
 survivors directly, |q - x| (exact duplicates at 0.0).
 
 Why not FAISS's IndexIVFFlat: the same algorithm, but it scans lists one query at a time with its
-own distance code, and its coarse step runs on the old OpenBLAS faiss-cpu bundles. Measured on
-this machine (Intel Xeon, 2 cores; benchmarks/README.md): 1,200 queries/s at 6,250 vectors
-scanned per query, about 8 GFLOP/s, where the grouped products run at well over 100.
+own distance code, and its coarse step runs on the old OpenBLAS faiss-cpu bundles. With the same
+lists and the same queries it finds the same neighbours (recall@10 0.9648 both) at 2,655
+queries/s, against 10,164 for the grouped products (Intel Xeon, 2 cores, 200,000 CLIP-like
+vectors, 1,024 lists, nprobe 16: `python benchmarks/bench_scale.py --vs-faiss`).
 
 How many lists to probe is measured, not guessed (`tune_nprobe`): exact neighbours of a seeded
 sample of queries (the one-list search over the same stored vectors), then the smallest power of
