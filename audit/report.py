@@ -320,6 +320,7 @@ def render_html(data: dict[str, Any]) -> str:
                      "scores": [(k.replace("_", " "), f"{v:.3f}") for k, v in item.items()
                                 if isinstance(v, float) and k != "key"]} for item in data["gallery"]],
         "duplicates": _duplicates_context(data),
+        "items_line": items_sentence(data) if data.get("items") else None,
         "skipped_counts": [(side, reason, n) for side in ("reference", "candidate")
                            for reason, n in inputs[side]["skipped_by_reason"].items()],
         "skipped_files": [(side, s) for side in ("reference", "candidate") for s in inputs[side]["skipped"]],
@@ -348,16 +349,18 @@ _SECTIONS = [("gates-section", "Gates"), ("synthetic-share-section", "Synthetic 
 
 # What to do about a gate that did not pass, in a data lead's words.
 _NEXT_STEP = {
-    "synthetic_fraction": "filter the most suspicious items (per-item scores in report.json) or replace them with fresh real data",
-    "synthetic_fraction_lower": "filter the most suspicious items (per-item scores in report.json) or replace them with fresh real data",
+    "synthetic_fraction": "filter the flagged items (`madaudit filter` on items.parquet) or replace them with fresh real data",
+    "synthetic_fraction_lower": "filter the flagged items (`madaudit filter` on items.parquet) or replace them with fresh real data",
     "out_of_manifold": "look at the items outside the reference's k-NN balls: off-topic content or a reference that misses it",
     "precision": "look at the most suspicious items: much of the candidate lies outside the reference's manifold",
     "recall": "add real data for what the candidate misses: it covers less of the reference's variety",
     "coverage": "add real data for the regions the candidate leaves empty",
     "tail_coverage": "add real data for the rare cases: the tails vanish first under MAD",
     "cluster_tail_mass": "add real data for the reference's small clusters",
-    "reference_copy_rate": "remove the copies of reference items (pairs below): they leak the reference into training",
-    "duplicate_rate": "deduplicate the candidate (pairs below)",
+    "reference_copy_rate": "remove the copies of reference items (pairs below; `madaudit filter --drop copies`): they "
+                           "leak the reference into training",
+    "duplicate_rate": "deduplicate the candidate (pairs below; `madaudit filter --drop duplicates`)",
+    "index_recall": "raise --target-recall or run with --exact: the approximate search missed too many neighbours",
     "unreadable_share": "fix or remove the unreadable files (listed below by reason)",
     "forecast_recall": "mix in more fresh real data before reusing this mixture for training",
     "forecast_tail_coverage": "mix in more fresh real data before reusing this mixture for training",

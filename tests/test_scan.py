@@ -149,14 +149,16 @@ def test_report_re_judges_stored_findings_with_another_policy(scans, tmp_path):
     jsonschema.validate(regated, json.loads((Path(audit.__file__).parent / "report.schema.json").read_text()))
 
 
-def test_python_api_returns_what_the_cli_serialises(scans):
+def test_python_api_returns_what_the_cli_serialises(scans, tmp_path):
     policy = load_policy(scans["base"] / "madaudit.toml")
-    result = audit.scan(REFERENCE, CANDIDATE, policy=policy,
+    result = audit.scan(REFERENCE, CANDIDATE, policy=policy, items=tmp_path / "items.parquet",
                         embed=EmbedOptions(model="pixels", cache=str(scans["cache"]), progress=False))
     written = load_report(scans["base"] / "pass")
     ours = json.loads(result.to_json())
     for volatile in ("created", "seconds"):
         ours.pop(volatile), written.pop(volatile)
+        ours["items"].pop(volatile, None), written["items"].pop(volatile, None)
+    assert (tmp_path / "items.parquet").read_bytes() == (scans["base"] / "pass" / "items.parquet").read_bytes()
     ours["policy"].pop("source"), written["policy"].pop("source")
     assert ours == written
     assert result.exit_code == (1 if result.verdict == "fail" else 0)
@@ -412,7 +414,7 @@ def test_init_writes_a_starter_that_is_the_defaults(tmp_path):
     code, out = run_cli("init", "--out", tmp_path / "madaudit.toml")
     assert code == 0 and (tmp_path / "madaudit.toml").is_file()
     data = read_toml(tmp_path / "madaudit.toml")
-    assert set(data) == {"inputs", "embed", "metrics", "detector", "forecast", "gates"}
+    assert set(data) == {"inputs", "embed", "metrics", "detector", "items", "forecast", "gates"}
     assert run_defaults(data, str(tmp_path / "madaudit.toml")) == {}  # every run key commented out
     assert load_policy(tmp_path / "madaudit.toml").gates == DEFAULT_POLICY.gates
     code, out = run_cli("init", "--out", tmp_path / "madaudit.toml")

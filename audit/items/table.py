@@ -47,13 +47,14 @@ class ItemsWriter:
             self.counts[flag] += int(np.count_nonzero(np.asarray(columns[flag])))
 
     def __exit__(self, kind, value, tb) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if kind is None and self.writer is not None:
-            with open(self.tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp, self.path)
-        else:
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            if kind is None and self.writer is not None:
+                with open(self.tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(self.tmp, self.path)
+        finally:  # a failed pass (or a full disk) leaves no temporary file behind
             self.tmp.unlink(missing_ok=True)
 
 
