@@ -28,6 +28,7 @@ ENGINES = ("local", "ray")
 RECALL_K = 10
 DEFAULT_TARGET_RECALL = 0.95
 DEFAULT_RECALL_QUERIES = 1000
+MIN_RECALL_QUERIES = 50  # fewer candidate items than twice this: the approximate index searches every list
 
 
 class EngineProblem(RuntimeError):
@@ -156,7 +157,8 @@ def _measure_recall(ref_index: ListIndex, cand_index: ListIndex, candidate: Part
     vectors = {"tune": candidate.take(tune_rows), "check": candidate.take(check_rows)}
     for name, index, self_search in (("reference", ref_index, False), ("candidate", cand_index, True)):
         k = min(RECALL_K, len(index.vectors) - int(self_search))
-        if index.nlist == 1 or k < 1 or len(check_rows) == 0:
+        if index.nlist == 1 or k < 1 or len(tune_rows) < MIN_RECALL_QUERIES:
+            index.nprobe = index.nlist  # too few queries to measure recall on: search every list
             out[name] = {"k": RECALL_K, "value": 1.0, "interval": [1.0, 1.0], "queries": 0,
                          "measured_on": "exact search: every stored vector is compared"}
             continue
