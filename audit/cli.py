@@ -287,8 +287,12 @@ def model_options(f):
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (img_emb/*.npy, metadata/*.parquet, skipped.csv, madaudit.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts and skipped files as JSON.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="Embed here, or on a pool of Ray actors, one model each (pip install 'madaudit[ray]').")
+@click.option("--address", default=None, help="Ray cluster address [default: a local cluster].")
+@click.option("--ray-workers", default=None, type=click.IntRange(min=1), help="CPUs of the local Ray cluster.")
 @model_options
-def embed(source, out, as_json, **flags):
+def embed(source, out, as_json, engine, address, ray_workers, **flags):
     """Embed every image of SOURCE with CLIP and write them to --out. SOURCE is an image folder
     (recursively), WebDataset tar shards, or a .txt / parquet list of image paths."""
     from audit.embedding import embed_listing, save_embed_result
@@ -305,7 +309,8 @@ def embed(source, out, as_json, **flags):
         embedder = load_image_embedder(options.model, options.pretrained, options.device, options.allow_download,
                                        store, listing, options.basis)
         result = embed_listing(listing, embedder, store, batch_size=options.batch_size, workers=options.workers,
-                               progress=options.progress, max_file_mb=options.max_file_mb)
+                               progress=options.progress, max_file_mb=options.max_file_mb, engine=engine,
+                               address=address, ray_workers=ray_workers)
     save_embed_result(result, out, listing.root if kind != "images" else str(source))
     basis = None
     if hasattr(embedder, "save"):  # pixels: the basis, so other folders can be embedded in the same space
@@ -608,7 +613,7 @@ def scan(reference, candidate, detector_path, config_path, out, fail_on, k, seed
     policy = dataclasses.replace(policy, forecast=forecast)
     if detector_path is not None:
         SupervisedProbe.load(detector_path)  # a bad detector file is a usage error, found before any work
-    options = _embed_options(**flags)
+    options = dataclasses.replace(_embed_options(**flags), engine=engine, address=address, ray_workers=ray_workers)
     item_settings = _item_settings(drop, exact, target_recall, engine, address, ray_workers)
     result = _run_scan(reference, candidate, detector_path, policy, options, progress=_step_reporter(options), k=k,
                        seed=seed, tail_q=tail_q,

@@ -20,6 +20,8 @@ cache commit per batch.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -448,6 +450,9 @@ def embed_files(
     progress: bool | None = None,
     on_batch: Callable[[int], None] | None = None,
     label: str = "embedding",
+    engine: str = "local",
+    address: str | None = None,
+    ray_workers: int | None = None,
 ) -> EmbedResult:
     """Embed `files` (from `sources.scan_folder`, tar shards or a path list), reusing the cache.
     Rows follow `files` order; files that cannot be decoded are left out and listed in `skipped`.
@@ -457,6 +462,9 @@ def embed_files(
     its old mtime is read again, not served the vector of what was there in between.
 
     `on_batch(n_embedded_so_far)` is called after each batch is committed (progress hooks, tests).
+    `engine="ray"`: what the cache does not hold is read, decoded and embedded by a pool of Ray
+    actors (one model each, a GPU each when the embedder runs on CUDA; the files must be readable
+    where the workers run), and committed to the cache here, in order (`_embed_on_ray`).
     """
     workers = default_workers() if workers is None else workers
     store.register_model(embedder.model_id, embedder.identity_json)
@@ -476,7 +484,10 @@ def embed_files(
     #    process runs the model; contents already cached under another path skip the model.
     todo = np.flatnonzero(~rows.done)
     embedded = 0
-    if len(todo):
+    if len(todo) and engine == "ray":
+        embedded, skipped = _embed_on_ray(files, todo, embedder, store, rows, batch_size, max_pixels,
+                                          int(max_file_mb * 1024 * 1024), address, ray_workers, on_batch)
+    elif len(todo):
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
@@ -520,6 +531,64 @@ def embed_files(
             "unreadable": len(skipped),
         },
     )
+
+
+class _RayEmbedWorker:
+    """One Ray actor: its own copy of the model (built on first use), reading, hashing, decoding,
+    preprocessing and embedding the files it is given."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+
+    def run(self, items: list[ImageFile], max_pixels: int, max_bytes: int):
+        data = _DecodeDataset(items, self.embedder.preprocess, max_pixels, max_bytes)
+        local_idx, hashes, tensors, sizes, stamps, failed = _collate([data[i] for i in range(len(data))])
+        vectors = self.embedder.embed_tensors(tensors) if local_idx else np.zeros((0, self.embedder.dim), np.float32)
+        return local_idx, hashes, vectors, sizes, stamps, failed
+
+
+def _embed_on_ray(files, todo, embedder, store, rows: _Rows, batch_size: int, max_pixels: int, max_bytes: int,
+                  address: str | None, workers: int | None, on_batch) -> tuple[int, list[Skipped]]:
+    """Embed files[todo] on a pool of Ray actors, a batch per call, results taken in order and
+    committed to the cache like the local path's."""
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        from audit.items import EngineProblem
+
+        raise EngineProblem("--engine ray needs Ray: pip install 'madaudit[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        portable = dataclasses.replace(embedder, _model=None) if isinstance(embedder, Embedder) else embedder
+        gpus = 1 if str(getattr(embedder, "device", "cpu")).startswith("cuda") else 0
+        n_actors = max(1, int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)))
+        actor = ray.remote(num_cpus=1, num_gpus=gpus)(_RayEmbedWorker)
+        pool = ActorPool([actor.remote(portable) for _ in range(n_actors)])
+        batches = [todo[a:a + batch_size] for a in range(0, len(todo), batch_size)]
+        skipped: list[Skipped] = []
+        embedded = 0
+        results = pool.map(lambda a, batch: a.run.remote([files[i] for i in batch], max_pixels, max_bytes), batches)
+        for batch, (local_idx, hashes, vectors, sizes, stamps, failed) in zip(batches, results):
+            skipped += [Skipped(files[batch[j]].key, reason, detail) for j, (reason, detail) in failed]
+            if local_idx:
+                batch_rows = batch[np.asarray(local_idx)]
+                file_hashes = [(files[r].fast_path[0], *stamp, h) for r, h, stamp in zip(batch_rows, hashes, stamps)
+                               if files[r].fast_path is not None and stamp is not None]
+                for row, sha, vector, (width, height) in zip(batch_rows, hashes, vectors, sizes):
+                    rows.fill(row, sha, vector, width, height)
+                store.put_embeddings(embedder.model_id, [(h, *size, v) for h, size, v in zip(hashes, sizes, vectors)],
+                                     file_hashes)
+                embedded += len(local_idx)
+            if on_batch is not None:
+                on_batch(embedded)
+        return embedded, skipped
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def embed_listing(listing: sources.FolderScan, embedder: Embedder, store: EmbeddingStore, **options) -> EmbedResult:

@@ -227,3 +227,31 @@ def test_ray_gives_the_same_items_as_one_process(tmp_path):
     a, b = pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "ray.parquet")
     assert a.num_rows == 20_000 and a.equals(b)
     assert local["counts"] == remote["counts"] and remote["engine"] == "ray"
+
+
+def test_ray_embeds_what_one_process_embeds(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is the optional extra madaudit[ray]; CI installs it")
+    from audit.embedding import embed_listing
+    from audit.io.files import scan_folder
+    from audit.pixels import fit_pixel_embedder
+    from audit.store import EmbeddingStore
+    from conftest import write_images
+
+    write_images(tmp_path / "imgs", 40, seed=2)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"not an image")
+    listing = scan_folder(tmp_path / "imgs")
+    embedder = fit_pixel_embedder(listing)
+    with EmbeddingStore(tmp_path / "a.sqlite") as store:
+        local = embed_listing(listing, embedder, store, batch_size=8, workers=0, progress=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        with EmbeddingStore(tmp_path / "b.sqlite") as store:
+            remote = embed_listing(listing, embedder, store, batch_size=8, progress=False, engine="ray")
+        with EmbeddingStore(tmp_path / "b.sqlite") as store:  # committed to the cache: a rerun embeds nothing
+            again = embed_listing(listing, embedder, store, batch_size=8, workers=0, progress=False)
+    finally:
+        ray.shutdown()
+    assert remote.keys == local.keys and len(local.keys) == 40
+    assert np.allclose(remote.vectors, local.vectors, atol=1e-6)
+    assert remote.sha256 == local.sha256 and [s.key for s in remote.skipped] == ["broken.png"]
+    assert remote.counts["embedded"] == 40 and again.counts["embedded"] == 0

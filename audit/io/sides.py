@@ -60,6 +60,9 @@ class EmbedOptions:
     # set-level metrics); the per-item pass reads every row part by part. None: read everything.
     sample_size: int | None = None
     sample_seed: int = 0
+    engine: str = "local"  # "ray": images are embedded by a pool of Ray actors (`embedding.embed_files`)
+    address: str | None = None
+    ray_workers: int | None = None
 
 
 @dataclass
@@ -247,7 +250,8 @@ def _embed_images(path, kind: str, options: EmbedOptions, embedder_cache: dict[s
         embedder = embedder_cache["embedder"]
         result = embed_listing(listing, embedder, store, batch_size=options.batch_size, workers=options.workers,
                                progress=options.progress, max_file_mb=options.max_file_mb,
-                               label=f"embedding {Path(os.fspath(path)).name or os.fspath(path)}")
+                               label=f"embedding {Path(os.fspath(path)).name or os.fspath(path)}",
+                               engine=options.engine, address=options.address, ray_workers=options.ray_workers)
     emb = EmbeddingSet(result.keys, result.vectors, result.model_identity, os.fspath(path))
     root = os.fspath(path) if kind == "images" else listing.root
     return LoadedSide(emb, result.skipped, result.counts, kind, root, listing, options.max_file_mb)
