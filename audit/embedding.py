@@ -505,9 +505,7 @@ def embed_files(
                 skipped += [Skipped(files[todo[j]].key, reason, detail) for j, (reason, detail) in failed]
                 if local_idx:
                     batch_rows = todo[np.asarray(local_idx)]
-                    file_hashes = [(files[r].fast_path[0], *stamp, h)
-                                   for r, h, stamp in zip(batch_rows, hashes, stamps)
-                                   if files[r].fast_path is not None and stamp is not None]
+                    file_hashes = _file_hashes(files, batch_rows, hashes, stamps)
                     embedded += _embed_and_commit(batch_rows, hashes, tensors, image_sizes, file_hashes, embedder,
                                                   store, rows)
                 bar.update(len(local_idx) + len(failed))
@@ -531,6 +529,12 @@ def embed_files(
             "unreadable": len(skipped),
         },
     )
+
+
+def _file_hashes(files, batch_rows, hashes, stamps) -> list[tuple]:
+    """The fast-path entries (path, size, mtime, sha256) of the files whose read was steady."""
+    return [(files[r].fast_path[0], *stamp, h) for r, h, stamp in zip(batch_rows, hashes, stamps)
+            if files[r].fast_path is not None and stamp is not None]
 
 
 class _RayEmbedWorker:
@@ -576,8 +580,7 @@ def _embed_on_ray(files, todo, embedder, store, rows: _Rows, batch_size: int, ma
             skipped += [Skipped(files[batch[j]].key, reason, detail) for j, (reason, detail) in failed]
             if local_idx:
                 batch_rows = batch[np.asarray(local_idx)]
-                file_hashes = [(files[r].fast_path[0], *stamp, h) for r, h, stamp in zip(batch_rows, hashes, stamps)
-                               if files[r].fast_path is not None and stamp is not None]
+                file_hashes = _file_hashes(files, batch_rows, hashes, stamps)
                 for row, sha, vector, (width, height) in zip(batch_rows, hashes, vectors, sizes):
                     rows.fill(row, sha, vector, width, height)
                 store.put_embeddings(embedder.model_id, [(h, *size, v) for h, size, v in zip(hashes, sizes, vectors)],

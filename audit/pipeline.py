@@ -286,11 +286,11 @@ def _subsample(side: LoadedSide, size: int, seed: int) -> LoadedSide:
 
 
 def _stream(side: LoadedSide):
-    """Every item of a side, part by part: embedding files are read again from disk, anything
-    loaded whole is streamed from memory."""
+    """Every item of a side, part by part: from memory when the side is held whole, else (embedding
+    files of which only a sample was read) from the files again."""
     from audit.items import ArraySource, FolderSource
 
-    if side.kind in ("embedding_folder", "npy") and side.path is not None:
+    if side.sample_rows is not None and side.full is None:
         return FolderSource.open(side.path)
     full = side.full or side.embeddings
     return ArraySource(full.vectors, list(full.keys))

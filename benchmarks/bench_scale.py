@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -174,13 +173,10 @@ def versus_faiss(n: int, queries: int, spread: float, nprobe: int) -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_metrics import _cpu_model
+
+    return _cpu_model()
 
 
 def plot(results: list[dict], path: str) -> None:

@@ -80,7 +80,7 @@ def write_embedding_folder(
     write_atomic(out / METADATA_FILE, lambda tmp: pq.write_table(table, tmp))
     for stale in _part_files(out)[1:]:
         (out / EMBEDDINGS_DIR / stale).unlink(missing_ok=True)
-        (out / METADATA_DIR / stale.replace("img_emb_", "metadata_").replace(".npy", ".parquet")).unlink(missing_ok=True)
+        metadata_file(out, stale).unlink(missing_ok=True)
 
     def write_skipped(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -107,13 +107,9 @@ def is_embedding_folder(path: str | os.PathLike) -> bool:
     return bool(_part_files(Path(path)))
 
 
-def load_embeddings(path: str | os.PathLike) -> EmbeddingSet:
-    """Read an embedding folder (madaudit embed or clip-retrieval, every part), or a `.npy` file
-    (keys are then row numbers, the only identity a bare array has)."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".npy":
-        vectors = load_matrix(path)
-        return EmbeddingSet([str(i) for i in range(len(vectors))], vectors, None, str(path))
+def checked_parts(path: Path) -> tuple[list[str], list]:
+    """An embedding folder's part names in order and their checked .npy headers: refused when there
+    are none, when the numbering has a gap, or when the parts' dimensions differ."""
     parts = _part_files(path)
     if not parts:
         raise FolderProblem(f"{path} is neither a .npy file nor an embedding folder ({EMBEDDINGS_DIR}/img_emb_0.npy missing)")
@@ -126,8 +122,24 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingSet:
     dims = {h.shape[1] for h in headers}
     if len(dims) > 1:
         raise FolderProblem(f"{path / EMBEDDINGS_DIR}: parts have different dimensions {sorted(dims)}")
+    return parts, headers
+
+
+def metadata_file(path: Path, part: str) -> Path:
+    """metadata/metadata_<i>.parquet of part img_emb_<i>.npy."""
+    return path / METADATA_DIR / part.replace("img_emb_", "metadata_").replace(".npy", ".parquet")
+
+
+def load_embeddings(path: str | os.PathLike) -> EmbeddingSet:
+    """Read an embedding folder (madaudit embed or clip-retrieval, every part), or a `.npy` file
+    (keys are then row numbers, the only identity a bare array has)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".npy":
+        vectors = load_matrix(path)
+        return EmbeddingSet([str(i) for i in range(len(vectors))], vectors, None, str(path))
+    parts, headers = checked_parts(path)
     keys = _read_keys(path, parts, [h.shape[0] for h in headers])
-    vectors = np.empty((sum(h.shape[0] for h in headers), dims.pop()), dtype=np.float32)
+    vectors = np.empty((sum(h.shape[0] for h in headers), headers[0].shape[1]), dtype=np.float32)
     row = 0
     for part, header in zip(parts, headers):
         n = header.shape[0]
@@ -138,7 +150,7 @@ def load_embeddings(path: str | os.PathLike) -> EmbeddingSet:
 
 
 def _read_keys(path: Path, parts: list[str], rows: list[int]) -> list[str]:
-    metadata = [path / METADATA_DIR / p.replace("img_emb_", "metadata_").replace(".npy", ".parquet") for p in parts]
+    metadata = [metadata_file(path, p) for p in parts]
     present = [m.is_file() for m in metadata]
     if not any(present):
         return [str(i) for i in range(sum(rows))]

@@ -124,21 +124,14 @@ class FolderSource(PartSource):
     @classmethod
     def open(cls, path: str | os.PathLike, part_rows: int = PART_ROWS) -> FolderSource:
         """A .npy file or an embedding folder, checked as `load_embeddings` checks it."""
-        from audit.io.embedding_folder import EMBEDDINGS_DIR, METADATA_DIR, FolderProblem, _part_files
+        from audit.io.embedding_folder import FolderProblem, checked_parts, metadata_file
 
         path = Path(path)
         if path.is_file() and path.suffix == ".npy":
-            return cls([_header(path)], [None], part_rows)
-        parts = _part_files(path)
-        if not parts:
-            raise FolderProblem(f"{path} is neither a .npy file nor an embedding folder")
-        numbers = [int(p[len("img_emb_"):-len(".npy")]) for p in parts]
-        if numbers != list(range(len(parts))):
-            raise FolderProblem(f"{path / EMBEDDINGS_DIR}: parts {numbers} have a gap")
-        headers = [_header(path / EMBEDDINGS_DIR / p) for p in parts]
-        if len({h.shape[1] for h in headers}) > 1:
-            raise FolderProblem(f"{path / EMBEDDINGS_DIR}: parts have different dimensions")
-        metadata = [path / METADATA_DIR / p.replace("img_emb_", "metadata_").replace(".npy", ".parquet") for p in parts]
+            return cls([_c_order(read_header(path))], [None], part_rows)
+        parts, headers = checked_parts(path)
+        headers = [_c_order(h) for h in headers]
+        metadata = [metadata_file(path, p) for p in parts]
         present = [m.is_file() for m in metadata]
         if any(present) and not all(present):
             raise FolderProblem(f"{metadata[present.index(False)]}: missing while other parts have metadata")
@@ -210,10 +203,9 @@ class FolderSource(PartSource):
         return [str(k) for k in column.slice(offset, n).to_pylist()]
 
 
-def _header(path: Path) -> NpyHeader:
-    header = read_header(path)
+def _c_order(header: NpyHeader) -> NpyHeader:
     if header.fortran_order:
-        raise ArrayProblem(f"{path}: Fortran-ordered arrays cannot be read part by part; save it in C order")
+        raise ArrayProblem(f"{header.path}: Fortran-ordered arrays cannot be read part by part; save it in C order")
     return header
 
 
