@@ -41,8 +41,11 @@ class NearDuplicates:
     copies_of_reference: list[Pair]
     quantile: float | None = None  # calibrated: q
     reference_rate: float | None = None  # calibrated: share of reference items with a neighbour that close
+    unavailable: str | None = None  # why no rule could run (sets too small to calibrate on)
 
     def describe(self) -> str:
+        if self.unavailable:
+            return f"not available: {self.unavailable}"
         if self.rule == "cosine":
             return f"cosine similarity >= {self.threshold:g}"
         return (f"distance <= {self.threshold:.4g}, the {100 * self.quantile:g}% quantile of the reference's "

@@ -345,34 +345,53 @@ def compare(
     nearest-neighbour distances) or "cosine" (`duplicate_threshold`), see `audit.duplicates`."""
     if duplicate_rule not in DUPLICATE_RULES:
         raise ValueError(f"unknown duplicate rule '{duplicate_rule}': use {' or '.join(DUPLICATE_RULES)}")
-    x, y = as_float32_pair(reference, candidate, k)
+    x, y = as_float32_pair(reference, candidate)
+    if min(len(x), len(y)) < 1:
+        raise ValueError(f"need at least one item on each side, have {len(x)} and {len(y)}")
     for name, keys, arr in (("reference", reference_keys, x), ("candidate", candidate_keys, y)):
         if keys is not None and len(keys) != len(arr):
             raise ValueError(f"{name}_keys has {len(keys)} entries for {len(arr)} vectors")
     sizes = {"reference": len(x), "candidate": len(y)}
 
     sigma = 10.0
-    subsets = draw_subsets(len(x), len(y), kid_subsets, kid_subset_size, seed)
-    kid_in_pass = float32_is_enough(x, y) and kid_in_pass_is_cheaper(len(x), len(y), subsets, x.shape[1])
-    summary = pairwise_summary(x, y, k, rbf_gamma=rbf_gamma(sigma), kid_subsets=subsets if kid_in_pass else None)
-    metrics = fidelity_metrics(summary.membership, tail_q)
-    metrics["cluster_tail_mass"] = cluster_tail_mass(x, y, n_clusters, seed=seed)
-    metrics["fd"] = Metric(frechet_distance(x, y), "Frechet distance of Gaussians fitted to the features", sizes)
-    if kid_in_pass:
-        kid_mean, kid_std = kid_from_cubic_sums(x, y, subsets, summary.kid_cubic)
+    knn_missing = knn_problem(len(x), len(y), k)
+    pairs_missing = pairs_problem(len(x), len(y))
+    subsets = draw_subsets(len(x), len(y), kid_subsets, kid_subset_size, seed) if pairs_missing is None else None
+    kid_in_pass = (knn_missing is None and float32_is_enough(x, y)
+                   and kid_in_pass_is_cheaper(len(x), len(y), subsets, x.shape[1]))
+    if knn_missing is None:
+        summary = pairwise_summary(x, y, k, rbf_gamma=rbf_gamma(sigma), kid_subsets=subsets if kid_in_pass else None)
+        metrics = fidelity_metrics(summary.membership, tail_q)
+        cmmd_value = cmmd_from_deficits(summary.rbf_deficits, len(x), len(y))
+    else:  # too few items for k-NN balls: those five read "not available", the rest still come
+        summary = None
+        metrics = {name: unavailable(knn_missing, sizes) for name in KNN_METRICS}
+        cmmd_value = cmmd(x, y, sigma)
+    clusters_missing = clusters_problem(len(x), n_clusters)
+    metrics["cluster_tail_mass"] = (cluster_tail_mass(x, y, n_clusters, seed=seed) if clusters_missing is None
+                                    else unavailable(clusters_missing, sizes))
+    if pairs_missing is None:
+        metrics["fd"] = Metric(frechet_distance(x, y), "Frechet distance of Gaussians fitted to the features", sizes)
+        if kid_in_pass:
+            kid_mean, kid_std = kid_from_cubic_sums(x, y, subsets, summary.kid_cubic)
+        else:
+            kid_mean, kid_std = kid(x, y, kid_subsets, kid_subset_size, seed)
+        metrics["kid"] = Metric(kid_mean, "unbiased MMD^2, polynomial kernel (x.y/d + 1)^3", sizes, params={
+            "subsets": kid_subsets, "subset_size": subsets.m, "std": kid_std, "seed": seed,
+            "computed": "in the pass over distances" if kid_in_pass else "subset by subset"})
     else:
-        kid_mean, kid_std = kid(x, y, kid_subsets, kid_subset_size, seed)
-    metrics["kid"] = Metric(kid_mean, "unbiased MMD^2, polynomial kernel (x.y/d + 1)^3", sizes, params={
-        "subsets": kid_subsets, "subset_size": subsets.m, "std": kid_std, "seed": seed,
-        "computed": "in the pass over distances" if kid_in_pass else "subset by subset"})
-    metrics["cmmd"] = Metric(cmmd_from_deficits(summary.rbf_deficits, len(x), len(y)),
-                             "MMD^2 (all pairs), Gaussian kernel, x1000", sizes, params={"sigma": sigma, "scale": 1000.0})
+        metrics["fd"] = unavailable(pairs_missing, sizes)
+        metrics["kid"] = unavailable(pairs_missing, sizes)
+    metrics["cmmd"] = Metric(cmmd_value, "MMD^2 (all pairs), Gaussian kernel, x1000", sizes,
+                             params={"sigma": sigma, "scale": 1000.0})
     vendi_x, vendi_y = vendi_score(x), vendi_score(y)
     metrics["vendi_reference"] = Metric(vendi_x, "Vendi score, cosine kernel", {"reference": len(x)})
     metrics["vendi_candidate"] = Metric(vendi_y, "Vendi score, cosine kernel", {"candidate": len(y)})
     metrics["vendi_ratio"] = Metric(vendi_y / vendi_x, "Vendi(candidate) / Vendi(reference)", sizes)
 
-    if duplicate_rule == "calibrated":
+    if duplicate_rule == "calibrated" and summary is None:  # no k-NN pass: nothing to calibrate on
+        dup = NearDuplicates("calibrated", math.nan, [], [], duplicate_quantile, unavailable=knn_missing)
+    elif duplicate_rule == "calibrated":
         dup = calibrated_duplicates(x, y, summary.reference_nearest.sq,
                                     (summary.candidate_nearest.sq, summary.candidate_nearest.index),
                                     (summary.candidate_to_reference.sq, summary.candidate_to_reference.index),
@@ -384,7 +403,38 @@ def compare(
         params.update(quantile=dup.quantile, reference_rate=dup.reference_rate)
     for name, items, where in (("duplicate_rate", dup.within_candidate, "in the candidate"),
                                ("reference_copy_rate", dup.copies_of_reference, "in the reference")):
-        metrics[name] = Metric(len(items) / len(y), f"share of candidate items with a near duplicate {where} "
-                               f"({dup.describe()})", sizes, wilson_interval(len(items), len(y)),
-                               "Wilson, binomial over candidate items", params)
+        metrics[name] = (unavailable(dup.unavailable, sizes) if dup.unavailable else
+                         Metric(len(items) / len(y), f"share of candidate items with a near duplicate {where} "
+                                f"({dup.describe()})", sizes, wilson_interval(len(items), len(y)),
+                                "Wilson, binomial over candidate items", params))
     return Comparison(len(x), len(y), x.shape[1], metrics, dup, reference_keys, candidate_keys)
+
+
+KNN_METRICS = ("precision", "recall", "density", "coverage", "tail_coverage")
+
+
+def knn_problem(n_reference: int, n_candidate: int, k: int) -> str | None:
+    """Why the k-NN metrics cannot run on sets this small (each needs k neighbours besides itself), or None."""
+    if min(n_reference, n_candidate) <= k:
+        return (f"the k-NN metrics need more than k={k} items on each side, have {n_reference} reference and "
+                f"{n_candidate} candidate items")
+    return None
+
+
+def pairs_problem(n_reference: int, n_candidate: int) -> str | None:
+    """Why FD and KID cannot run (a covariance and an unbiased pair estimate need two items a side), or None."""
+    if min(n_reference, n_candidate) < 2:
+        return f"FD and KID need at least 2 items on each side, have {n_reference} and {n_candidate}"
+    return None
+
+
+def clusters_problem(n_reference: int, n_clusters: int | None) -> str | None:
+    wanted = n_clusters or 2
+    if n_reference < max(2, wanted):
+        return f"k-means with {wanted} clusters needs at least {max(2, wanted)} reference items, have {n_reference}"
+    return None
+
+
+def unavailable(reason: str, sizes: dict[str, int]) -> Metric:
+    """A metric this data cannot give: no value (a gate on it reads unknown), the reason as its method."""
+    return Metric(math.nan, f"not available: {reason}", sizes)

@@ -97,7 +97,10 @@ class ScanResult:
 
 
 def unknown_reasons(data: dict[str, Any]) -> dict[str, str]:
-    """Why a gateable value is unknown, from the report's own findings."""
+    """Why a gateable value is unknown, from the report's own findings: a stage that did not run
+    (report.json `stages`), or an estimate that could not identify the share."""
+    from audit.stages import gate_reasons
+
     reasons = {}
     sf = data["synthetic_fraction"]
     if not _finite(data["values"].get("synthetic_fraction")):
@@ -106,6 +109,7 @@ def unknown_reasons(data: dict[str, Any]) -> dict[str, str]:
     if not data["forecast"]["available"]:
         why = data["forecast"]["summary"]["reason"]
         reasons.update({"forecast_recall": f"is unknown ({why})", "forecast_tail_coverage": f"is unknown ({why})"})
+    reasons.update(gate_reasons(data.get("stages") or []))
     return reasons
 
 
@@ -183,9 +187,11 @@ def scan(
     Either side may be an (n, d) array of embeddings instead, with `reference_keys` /
     `candidate_keys` and the `model_identity` of the model that made them (report.json kind
     "array"). Raises `InputProblem` for unusable inputs."""
-    from audit.metrics import compare
+    from audit.items import items_problem
+    from audit.metrics import clusters_problem, compare, knn_problem, pairs_problem
+    from audit.stages import stage
     from detectors.base import ModelMismatch
-    from detectors.fraction import estimate_fraction
+    from detectors.fraction import FractionReport, estimate_fraction, share_problem
     from detectors.probe import SupervisedProbe
 
     started = time.time()
@@ -202,21 +208,33 @@ def scan(
         comparison = compare(x, y, k=k, tail_q=tail_q, duplicate_rule=duplicate_rule, duplicate_quantile=duplicate_quantile,
                              duplicate_threshold=duplicate_threshold, n_clusters=n_clusters, seed=seed,
                              reference_keys=ref.embeddings.keys, candidate_keys=cand.embeddings.keys)
+        stages = [stage("knn_metrics", knn_problem(len(x), len(y), k)), stage("fd_kid", pairs_problem(len(x), len(y))),
+                  stage("cluster_tail_mass", clusters_problem(len(x), n_clusters))]
         step("synthetic share: detectors")
-        fraction = estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, delta=delta, seed=seed)
+        share_missing = share_problem(len(x), len(y), k)
+        stages.append(stage("synthetic_share", share_missing))
+        fraction = (estimate_fraction(x, y, probe, cand.embeddings.model_identity, k=k, delta=delta, seed=seed)
+                    if share_missing is None else
+                    FractionReport.unavailable(share_missing, len(x), len(y), probe is not None))
         # With a detector its estimate is the answer, even when it says "not identifiable":
         # falling back to another number would pass a gate on what the detector cannot see.
         primary = "supervised" if probe is not None else "unsupervised"
         ranking = primary if _finite(fraction.estimates[primary].value) else "unsupervised"
-        scores = fraction.item_scores[ranking]  # a detector that cannot separate ranks nothing
+        scores = fraction.item_scores.get(ranking)  # a detector that cannot separate ranks nothing
         step("forecast: loops over generations")
         forecast, measured, space = _forecast(policy.forecast, x, y, fraction.estimates[ranking], k, tail_q, seed)
+        stages.append(stage("forecast", None if forecast.available else forecast.summary["reason"]))
         item_summary = None
         if items is not None:
-            item_summary = _items(ref, cand, fraction, probe, items, item_settings, k, duplicate_quantile, seed, step)
+            items_missing = items_problem(len(x), k, probe is not None, fraction.available)
+            stages.append(stage("items", items_missing))
+            if items_missing is None:
+                item_summary = _items(ref, cand, fraction, probe, items, item_settings, k, duplicate_quantile, seed, step)
+            else:  # an earlier scan's table would describe other data: `madaudit filter` must not read it
+                Path(items).unlink(missing_ok=True)
     except ModelMismatch:
         raise
-    except ValueError as exc:  # too few items, a reference too small for the forecast, ...
+    except ValueError as exc:  # malformed input that no stage can read around
         raise InputProblem(str(exc)) from None
 
     metrics = {name: m.to_dict() for name, m in comparison.metrics.items()}
@@ -234,7 +252,7 @@ def scan(
         "unreadable_share": unreadable / (unreadable + len(x) + len(y)),
         "forecast_recall": forecast.relative["recall"]["median"][-1] if forecast.available else math.nan,
         "forecast_tail_coverage": forecast.relative["tail_coverage"]["median"][-1] if forecast.available else math.nan,
-        "index_recall": _index_recall(item_summary),
+        "index_recall": _index_recall(item_summary) if items is None or item_summary is not None else math.nan,
     })
     if item_summary is not None and cand.sample_rows is not None:
         # The detectors saw a sample; the per-item pass saw every item against the whole reference.
@@ -253,6 +271,7 @@ def scan(
                      "duplicate_threshold": duplicate_threshold, "clusters": n_clusters, "delta": delta, "seed": seed,
                      "sample_size": sample_size},
         "items": item_summary,
+        "stages": [s.to_dict() for s in stages],
         "metrics": metrics,
         "near_duplicates": near_duplicates,
         "synthetic_fraction": {"primary": primary, "value": values["synthetic_fraction"],
@@ -329,13 +348,15 @@ def _index_recall(summary: dict[str, Any] | None) -> float:
 
 
 def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: float, seed: int):
-    """The forecast at the inputs measured on this audit (p, lambda with intervals, n); without a
-    measured synthetic share there is nothing to forecast, and the report says why."""
+    """The forecast at the inputs measured on this audit (p, lambda with intervals, n); with a
+    reference too small for the stand-ins, or without a measured synthetic share, there is nothing
+    to forecast, and the report says why. Also the reference's principal space (None if too small)."""
     from audit import projector
 
-    space = projector.ReferenceSpace.fit(x, settings.dim, k=k, tail_q=tail_q, seed=seed)
-    if not _finite(estimate.value):
-        reason = f"the synthetic share is unknown ({estimate.method})"
+    too_small = projector.space_problem(x.shape, k)
+    space = None if too_small else projector.ReferenceSpace.fit(x, settings.dim, k=k, tail_q=tail_q, seed=seed)
+    reason = too_small or (None if _finite(estimate.value) else f"the synthetic share is unknown ({estimate.method})")
+    if reason:
         return projector.Forecast.unavailable(settings.loop, reason), {"reason": reason}, space
     measured = projector.inputs_from_audit(x, y, estimate.value, (estimate.lower, estimate.upper), seed=seed)
     forecast = projector.project(
@@ -415,18 +436,27 @@ def _thumbnail(side: LoadedSide, key: str, size: int = 96) -> str | None:
         return None  # changed since it was embedded: the item is still listed
 
 
-def _map(space, x: np.ndarray, y: np.ndarray, scores: np.ndarray, max_points: int, seed: int) -> dict[str, Any]:
+def _map(space, x: np.ndarray, y: np.ndarray, scores: np.ndarray | None, max_points: int, seed: int
+         ) -> dict[str, Any]:
     """Both sets on the reference's first two principal axes (those the forecast's space already
-    has), a seeded subsample of each."""
+    has, else their own), a seeded subsample of each; coloured by how synthetic each candidate item
+    looks where the synthetic-share stage ran."""
     rng = np.random.default_rng(seed)
+    if space is not None:
+        mean, axes = space.mean, space.components[:2]
+    else:  # a reference too small for the forecast: its own axes (fewer than two items: zeros)
+        mean = x.mean(axis=0, dtype=np.float64)
+        axes = np.zeros((2, x.shape[1]))
+        found = np.linalg.svd(x - mean, full_matrices=False)[2][:2] if len(x) > 1 else axes[:0]
+        axes[:len(found)] = found
 
     def project(v: np.ndarray, idx: np.ndarray) -> list[list[float]]:
-        return np.round((v[idx] - space.mean) @ space.components[:2].T, 4).tolist()
+        return np.round((v[idx] - mean) @ axes.T, 4).tolist()
 
     xi = np.sort(rng.permutation(len(x))[:max_points])
     yi = np.sort(rng.permutation(len(y))[:max_points])
     return {"method": "PCA of the reference, first two axes", "reference": project(x, xi),
-            "candidate": project(y, yi), "candidate_score": np.round(scores[yi], 4).tolist()}
+            "candidate": project(y, yi), "candidate_score": [] if scores is None else np.round(scores[yi], 4).tolist()}
 
 
 def _clean(value: Any) -> Any:

@@ -89,11 +89,15 @@ def map_svg(m: dict[str, Any]) -> str:
         ax.scatter(rx, ry, s=5, color=_GREY, alpha=0.5, label=f"reference ({len(rx)} shown)", linewidths=0)
     if m["candidate"]:
         cx, cy = zip(*m["candidate"])
-        dots = ax.scatter(cx, cy, s=7, c=m["candidate_score"], cmap="coolwarm", vmin=0, vmax=1, alpha=0.8,
-                          label=f"candidate ({len(cx)} shown)", linewidths=0)
-        bar = fig.colorbar(dots, ax=ax, fraction=0.05, pad=0.02)
-        bar.set_label("how synthetic it looks (0: like the reference, 1: suspicious)", fontsize=8)
-        bar.ax.tick_params(labelsize=8)
+        if len(m["candidate_score"]) == len(cx):
+            dots = ax.scatter(cx, cy, s=7, c=m["candidate_score"], cmap="coolwarm", vmin=0, vmax=1, alpha=0.8,
+                              label=f"candidate ({len(cx)} shown)", linewidths=0)
+            bar = fig.colorbar(dots, ax=ax, fraction=0.05, pad=0.02)
+            bar.set_label("how synthetic it looks (0: like the reference, 1: suspicious)", fontsize=8)
+            bar.ax.tick_params(labelsize=8)
+        else:  # no synthetic-share scores (that stage did not run): positions only
+            ax.scatter(cx, cy, s=7, color="#c0392b", alpha=0.8, label=f"candidate ({len(cx)} shown, unscored)",
+                       linewidths=0)
     ax.set_xlabel("principal axis 1 of the reference", fontsize=9)
     ax.set_ylabel("principal axis 2", fontsize=9)
     ax.tick_params(labelsize=8)

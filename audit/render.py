@@ -9,6 +9,8 @@ _ORDER = ["precision", "recall", "density", "coverage", "tail_coverage", "cluste
 
 
 def _fmt(value: float) -> str:
+    if value != value:  # NaN: a metric these sets cannot give
+        return "n/a"
     return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
 
 
@@ -25,7 +27,8 @@ def metrics_table(result: Comparison) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     header = f"reference: {result.n_reference} items, candidate: {result.n_candidate} items, dimension {result.dim}"
-    return header + "\n" + "\n".join(lines)
+    reasons = dict.fromkeys(m.method for m in result.metrics.values() if m.method.startswith("not available"))
+    return header + "\n" + "\n".join(lines + list(reasons))
 
 
 TABLE_RELATIVE = ("recall", "tail_coverage", "precision", "coverage")

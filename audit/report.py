@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.forecast_story import horizon_sentence, summary_lines
+from audit.stages import skipped_lines
 from audit.io.atomic import write_text_atomic
 from audit.plots import forecast_svg, map_svg, rates_svg
 
@@ -112,7 +113,7 @@ def _ci(m: dict[str, Any]) -> str:
 
 def _estimate_text(e: dict[str, Any]) -> str:
     if e["value"] is None:
-        return "not identifiable"
+        return "n/a" if str(e.get("method", "")).startswith("not available") else "not identifiable"
     if e.get("lower") is not None and e.get("upper") is not None:
         return f"{e['value']:.3f} [{e['lower']:.3f}, {e['upper']:.3f}]"
     if e.get("lower") is not None:
@@ -146,6 +147,7 @@ def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambd
     lines = [line(header), "  ".join("-" * w for w in widths)]
     lines += [line(r, g["status"]) for r, g in zip(rows, data["gates"])]
     table_lines = len(lines)
+    lines += skipped_lines(data.get("stages"))  # which stages these sets could not carry, and why
     sf = data["synthetic_fraction"]
     primary = sf["estimates"].get(sf["primary"])
     if primary is not None:
@@ -192,6 +194,7 @@ def render_markdown(data: dict[str, Any]) -> str:
              f"reference {_md(inputs['reference']['path'])} ({_md(inputs['reference']['items'])} items); "
              f"model {_md(_model_name(data))}.", ""]
     lines += [f"- {_md(line)}" for line in summary_findings(data)]
+    lines += [f"- {_md(line)}" for line in skipped_lines(data.get("stages"))]
     lines += ["", "| gate | value | threshold | severity | status |", "|---|---|---|---|---|"]
     for g in data["gates"]:
         lines.append(f"| {_md(g['metric'])} | {_md(_fmt(g['value']))} | {'≥' if g['comparator'] == 'min' else '≤'} "
@@ -243,9 +246,9 @@ def render_junit(data: dict[str, Any]) -> str:
             failure.text = _xml(g["message"])
         else:
             ET.SubElement(case, "system-out").text = _xml(f"{g['status'].upper()}: {g['message']}")
-    warnings_ = data.get("synthetic_fraction", {}).get("warnings", [])
-    if warnings_:  # estimate warnings reach CI logs too, not only the report files
-        ET.SubElement(suite, "system-out").text = _xml("\n".join(f"warning: {w}" for w in warnings_))
+    notes = skipped_lines(data.get("stages")) + [f"warning: {w}" for w in data.get("synthetic_fraction", {}).get("warnings", [])]
+    if notes:  # skipped stages and estimate warnings reach CI logs too, not only the report files
+        ET.SubElement(suite, "system-out").text = _xml("\n".join(notes))
     root = ET.Element("testsuites", name="madaudit", tests=suite.get("tests"), failures=suite.get("failures"))
     root.append(suite)
     ET.indent(root)
@@ -297,6 +300,7 @@ def render_html(data: dict[str, Any]) -> str:
         "verdict": _token(data["verdict"], statuses),
         "verdict_line": verdict_line(data),
         "summary": summary_findings(data),
+        "skipped_stages": skipped_lines(data.get("stages")),
         "sections": _SECTIONS,
         "inputs": inputs,
         "model_name": _model_name(data),

@@ -29,7 +29,7 @@ import numpy as np
 from audit.balls import candidate_ball_counts
 from audit.metrics import wilson_interval
 from detectors.base import FractionEstimate
-from detectors.bbe import CrossfitScorer, bbe, crossfit
+from detectors.bbe import FOLDS, CrossfitScorer, bbe, crossfit
 from detectors.probe import SupervisedProbe
 
 MIN_ITEMS = 200
@@ -49,6 +49,17 @@ class FractionReport:
     reference_scores: np.ndarray | None = field(repr=False, default=None)
     candidate_folds: np.ndarray | None = field(repr=False, default=None)
 
+    @classmethod
+    def unavailable(cls, reason: str, n_reference: int, n_candidate: int, with_detector: bool) -> FractionReport:
+        """No estimate at all (too few items): every estimate reads "not available" and unknown."""
+        missing = FractionEstimate(float("nan"), None, None, f"not available: {reason}")
+        names = (["supervised"] if with_detector else []) + ["unsupervised", "out_of_manifold"]
+        return cls(n_reference, n_candidate, {name: missing for name in names}, [])
+
+    @property
+    def available(self) -> bool:
+        return bool(self.item_scores)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_reference": self.n_reference,
@@ -61,9 +72,30 @@ class FractionReport:
         """The candidate items that look most synthetic by the `by` score (default: supervised if
         there is one, else unsupervised), with every per-item score."""
         by = by or ("supervised" if "supervised" in self.item_scores else "unsupervised")
+        if by not in self.item_scores:
+            return []
         primary = self.item_scores[by]
         order = np.argsort(-primary, kind="stable")[:top]
         return [{"key": keys[i], **{name: float(s[i]) for name, s in self.item_scores.items()}} for i in order]
+
+
+def minimum_items(k: int) -> int:
+    """The fewest items a side needs for the estimates: the cross-fitted density score describes
+    every item by its k nearest neighbours outside its own fold, never itself or the item it is
+    compared with, so n - ceil(n / FOLDS) - 2 >= k; and more than max(k, 4) items in all."""
+    n = max(k, 4) + 1
+    while n - -(-n // FOLDS) - 2 < k:
+        n += 1
+    return n
+
+
+def share_problem(n_reference: int, n_candidate: int, k: int) -> str | None:
+    """Why the synthetic share cannot be estimated on sets this small, or None."""
+    need = minimum_items(k)
+    if min(n_reference, n_candidate) < need:
+        return (f"the synthetic-share estimates need at least {need} items on each side (k={k}), have "
+                f"{n_reference} reference and {n_candidate} candidate items")
+    return None
 
 
 def estimate_fraction(
@@ -79,8 +111,9 @@ def estimate_fraction(
     y = np.asarray(candidate, dtype=np.float32)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"reference {x.shape} and candidate {y.shape} must be (n, d) with the same d")
-    if min(len(x), len(y)) <= max(k, 4):
-        raise ValueError(f"need more than {max(k, 4)} items on each side, have {len(x)} and {len(y)}")
+    problem = share_problem(len(x), len(y), k)
+    if problem:
+        raise ValueError(problem)
     estimates: dict[str, FractionEstimate] = {}
     warnings: list[str] = []
     items: dict[str, np.ndarray] = {}

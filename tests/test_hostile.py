@@ -14,6 +14,7 @@ import json
 import os
 import struct
 import tarfile
+import time
 import zlib
 from pathlib import Path
 
@@ -1086,6 +1087,8 @@ def test_file_changed_after_listing_then_restored_is_read_again(tmp_path):
     from audit.store import EmbeddingStore
 
     folder = good_folder(tmp_path / "imgs", 6)
+    for path in folder.rglob("*.png"):  # older than the racy window, however fast this machine runs the test
+        os.utime(path, ns=(time.time_ns() - 60 * 10**9,) * 2)
     embedder = fit_pixel_embedder(folder)
     target = folder / "img_001.png"
     original = target.read_bytes()

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from audit.index import ExactIndex
+from rounding import assert_within, sq_distance_bound, sq_distances64
 
 
 def brute_force_knn(queries, data, k, exclude_self=False):
@@ -77,8 +78,32 @@ def test_input_validation():
         ExactIndex(np.ones(3))
 
 
+def check_true_prefix(queries, x, fetch, self_start, sq, idx):
+    """`sq`, `idx` are each row's `fetch` smallest squared distances (float32 expansion) and their
+    rows: every value within the float32 bound of the exact distance it claims, and every row left
+    out no nearer than the last one fetched, up to the same bound."""
+    exact, exact_error = sq_distances64(queries, x)
+    bound = sq_distance_bound(queries, x) + exact_error
+    if self_start is not None:
+        np.fill_diagonal(exact, np.inf)
+    rows = np.arange(len(queries))[:, None]
+    assert_within(sq, exact[rows, idx], bound[rows, idx], "fetched distances")
+    # The k-th order statistic of values each within e_j of exact ones is within max e_j of the exact
+    # one, so each sorted list is the exact sorted prefix up to the row's largest bound.
+    row_bound = bound.max(axis=1, keepdims=True)
+    expected = np.sort(exact, axis=1)[:, :fetch]
+    assert_within(sq, expected, row_bound, "sorted prefix")
+    fetched = np.zeros_like(exact, dtype=bool)
+    np.put_along_axis(fetched, idx, True, axis=1)
+    left_out_min = np.where(fetched, np.inf, exact).min(axis=1)
+    assert np.all(left_out_min >= sq[:, -1] - 2 * row_bound[:, 0])
+    if self_start is not None:
+        assert not np.any(idx == np.arange(len(x))[:, None])
+
+
 def test_nearest_candidates_are_a_true_prefix_of_each_sorted_row():
-    """The group-minimum screen may only skip entries at or above the last one fetched."""
+    """The group-minimum screen may only skip entries at or above the last one fetched; every
+    tolerance is the float32 bound of the inputs' norms and dimension (any BLAS kernel)."""
     from audit.nearest import nearest_candidates
 
     rng = np.random.default_rng(3)
@@ -88,18 +113,16 @@ def test_nearest_candidates_are_a_true_prefix_of_each_sorted_row():
     queries = np.vstack([x[:50], x[95:145], rng.standard_normal((50, 24)).astype(np.float32)])
     for q, self_start in ((queries, None), (x, 0)):
         sq, idx = nearest_candidates(q, x, 13, self_start=self_start)
-        full = (np.einsum("ij,ij->i", q, q)[:, None] + np.einsum("ij,ij->i", x, x)[None, :]
-                - 2 * (q @ x.T)).astype(np.float32)
-        if self_start is not None:
-            np.fill_diagonal(full, np.inf)
-        expected = np.sort(full, axis=1)[:, :13]
-        np.testing.assert_allclose(sq, expected, rtol=0, atol=1e-5)
-        fetched = np.zeros_like(full, dtype=bool)
-        np.put_along_axis(fetched, idx, True, axis=1)
-        left_out_min = np.where(fetched, np.inf, full).min(axis=1)
-        assert np.all(left_out_min >= sq[:, -1] - 1e-5)
-        if self_start is not None:
-            assert not np.any(idx == np.arange(len(x))[:, None])
+        check_true_prefix(q, x, 13, self_start, sq, idx)
+    # The check is tight enough to catch a result off by more than its bound, or a skipped neighbour.
+    bound = sq_distance_bound(queries[:1], x).max()
+    sq, idx = nearest_candidates(queries, x, 13)
+    for mutate in (lambda s, i: s.__setitem__((0, 0), s[0, 0] + 2.5 * bound),
+                   lambda s, i: i.__setitem__((120, 0), int(np.argmax(sq_distances64(queries[120:121], x)[0][0])))):
+        s, i = sq.copy(), idx.copy()
+        mutate(s, i)
+        with pytest.raises(AssertionError):
+            check_true_prefix(queries, x, 13, None, s, i)
 
 
 def test_numpy_and_faiss_backends_agree_exactly():

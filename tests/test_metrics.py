@@ -11,6 +11,7 @@ from audit.balls import ball_membership
 from audit.duplicates import cosine_duplicates
 from audit.metrics import compare, prdc, prdc_from_membership
 from audit.pairwise import pairwise_summary
+from rounding import U32, assert_within, sq_distance_bound, sq_distances64
 
 
 def pairwise(a, b):
@@ -158,16 +159,42 @@ def test_kid_equals_direct_unbiased_mmd():
     assert metrics.kid(a, b, 50, 10, seed=3) == metrics.kid(a, b, 50, 10, seed=3)
 
 
+def cmmd_rounding_bound(a, b, gamma_rbf, scale=1000.0):
+    """A bound on the float32 error of metrics.cmmd(a, b), from its steps: centring (rounding the
+    data, <= u per coordinate), the exponent -gamma |a - b|^2 by the expansion (sq_distance_bound
+    plus the scalings), expm1 in float32 (<= 4 ulp: libm or SVML) and float64 sums (negligible).
+    Each kernel deficit t is then within de + 4u|t|, so each mean deficit within mean(de + 4u|t|)
+    and scale * MMD^2 = scale * (2 mean_xy - mean_xx - mean_yy) within the weighted sum."""
+    mean = a.astype(np.float64).mean(axis=0)
+    ac, bc = a.astype(np.float64) - mean, b.astype(np.float64) - mean
+
+    def term(p, q):
+        sq, _ = sq_distances64(p, q)
+        radius_sq = (np.linalg.norm(p, axis=1)[:, None] + np.linalg.norm(q, axis=1)[None, :]) ** 2
+        exponent_error = gamma_rbf * (sq_distance_bound(p, q) + 4 * U32 * radius_sq)  # + data rounding
+        return np.mean(exponent_error + 4 * U32 * -np.expm1(-gamma_rbf * sq))  # a mean's error <= mean error
+
+    return scale * (2 * term(ac, bc) + term(ac, ac) + term(bc, bc)) * (1 + 1e-9)
+
+
 def test_cmmd_equals_direct_formula():
+    """Against the definition in float64, within the float32 bound of the inputs (any BLAS kernel);
+    MMD^2(a, a) = 0 within the same bound, and the bound is tight enough to see a small shift."""
     rng = np.random.default_rng(3)
     a = rng.standard_normal((40, 8)).astype(np.float32)
     b = (rng.standard_normal((35, 8)) + 1).astype(np.float32)
     rbf = lambda u, v: math.exp(-float(((u - v) ** 2).sum()) / 200.0)  # noqa: E731
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    direct = 1000 * (np.mean([[rbf(u, v) for v in a64] for u in a64]) + np.mean([[rbf(u, v) for v in b64] for u in b64])
-                     - 2 * np.mean([[rbf(u, v) for v in b64] for u in a64]))
-    assert metrics.cmmd(a, b) == pytest.approx(direct, rel=1e-6)
-    assert metrics.cmmd(a, a) == pytest.approx(0, abs=1e-9)
+    def direct(p, q):
+        p64, q64 = p.astype(np.float64), q.astype(np.float64)
+        return 1000 * (np.mean([[rbf(u, v) for v in p64] for u in p64]) + np.mean([[rbf(u, v) for v in q64] for u in q64])
+                       - 2 * np.mean([[rbf(u, v) for v in q64] for u in p64]))
+    gamma_rbf = 1 / 200.0
+    assert_within(metrics.cmmd(a, b), direct(a, b), cmmd_rounding_bound(a, b, gamma_rbf), "cmmd(a, b)")
+    bound_aa = cmmd_rounding_bound(a, a, gamma_rbf)
+    assert_within(metrics.cmmd(a, a), 0.0, bound_aa, "cmmd(a, a)")
+    shifted = a + np.float32(0.02)  # MMD^2 about 1000 * gamma * |shift|^2 = 1.6e-2, far above the bound
+    assert direct(a, shifted) > 3 * bound_aa
+    assert metrics.cmmd(a, shifted) > bound_aa
 
 
 def test_vendi_equals_primal_eigenvalues():

@@ -9,11 +9,11 @@
 | `table`   | items.parquet and the keep lists `madaudit filter` writes                      |
 """
 
-from audit.items.run import ENGINES, EngineProblem, ItemSettings, scan_items
+from audit.items.run import ENGINES, EngineProblem, ItemSettings, items_problem, scan_items
 from audit.items.scoring import DEFAULT_DROP, DROP_REASONS, UnsupervisedItems, parse_drop
 from audit.items.source import ArraySource, FolderSource, PartSource
 from audit.items.table import ITEMS_FILE, ItemsProblem, keep_keys, read_items, write_keys
 
 __all__ = ["ArraySource", "DEFAULT_DROP", "DROP_REASONS", "ENGINES", "EngineProblem", "FolderSource", "ITEMS_FILE",
-           "ItemSettings", "ItemsProblem", "PartSource", "UnsupervisedItems", "keep_keys", "parse_drop", "read_items",
+           "ItemSettings", "ItemsProblem", "items_problem", "PartSource", "UnsupervisedItems", "keep_keys", "parse_drop", "read_items",
            "scan_items", "write_keys"]

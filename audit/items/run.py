@@ -50,6 +50,25 @@ class ItemSettings:
     seed: int = 0
 
 
+def items_problem(n_reference: int, k: int, detector: bool, unsupervised_scores: bool) -> str | None:
+    """Why the per-item pass cannot run, or None: it needs the reference's k-NN balls (more than k
+    reference items) and a calibrated synthetic score for every item (without one, every item
+    would read "not synthetic"): a detector's, or the synthetic-share stage's unsupervised score,
+    whose flag (the share of held-out reference items less typical) means a 1 - threshold false
+    positive rate only with at least 1 / (1 - threshold) reference items."""
+    if n_reference <= k:
+        return f"the per-item pass needs more than k={k} reference items, have {n_reference}"
+    if detector:
+        return None
+    if not unsupervised_scores:
+        return "the per-item synthetic flag needs a detector or the synthetic-share estimates, which did not run"
+    need = math.ceil(1 / (1 - UNSUPERVISED_THRESHOLD) - 1e-9)
+    if n_reference < need:
+        return (f"without a detector the per-item synthetic flag (unsupervised score >= {UNSUPERVISED_THRESHOLD:g}) "
+                f"is calibrated only on at least {need} reference items, have {n_reference}")
+    return None
+
+
 def scan_items(reference: PartSource, candidate: PartSource, out: str | Path, settings: ItemSettings | None = None,
                probe: Any = None, probe_identity: dict | None = None, unsupervised: UnsupervisedItems | None = None,
                progress: Callable[[str | None], None] | None = None) -> dict[str, Any]:

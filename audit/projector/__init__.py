@@ -12,9 +12,9 @@ from audit.projector.forecast import Forecast, admissibility, check_stand_in, ma
 from audit.projector.inputs import inputs_from_audit, lambda_from_moments
 from audit.projector.loops import LOOPS, METRICS, evolve, simulate
 from audit.projector.standins import (MODELS, CategoricalStandIn, GaussianStandIn, MixtureStandIn, ReferenceSpace,
-                                      make_stand_in, sample_stats)
+                                      make_stand_in, sample_stats, space_problem)
 
 __all__ = ["FrechetForecast", "SqrtDeficit", "fresh_fixed_point", "fresh_limit", "Forecast",
            "admissibility", "check_stand_in", "mad_horizon", "project", "inputs_from_audit", "lambda_from_moments",
            "LOOPS", "METRICS", "evolve", "simulate", "MODELS", "CategoricalStandIn", "GaussianStandIn",
-           "MixtureStandIn", "ReferenceSpace", "make_stand_in", "sample_stats"]
+           "MixtureStandIn", "ReferenceSpace", "make_stand_in", "sample_stats", "space_problem"]

@@ -59,6 +59,16 @@ def sharpen(q: np.ndarray, lam: float) -> np.ndarray:
     return out / out.sum()
 
 
+def space_problem(shape: tuple[int, ...], k: int = 5, n_clusters: int = 20) -> str | None:
+    """Why a reference of this shape cannot carry the forecast, or None: half of it fits the
+    stand-ins (n_clusters k-means cells) and half scores them (k-NN balls of more than 2k points)."""
+    need = 2 * max(2 * k, n_clusters) + 2
+    if len(shape) != 2 or shape[0] < need:
+        return (f"the forecast needs at least {need} reference items (half fit the stand-ins, half score them), "
+                f"have {shape[0] if len(shape) == 2 else 'a non-matrix'}")
+    return None
+
+
 @dataclass
 class ReferenceSpace:
     """The reference projected to `dim` principal components and split in two: `fit_points`
@@ -80,9 +90,9 @@ class ReferenceSpace:
         from audit.clusters import kmeans
 
         x = np.asarray(reference, dtype=np.float64)
-        if x.ndim != 2 or len(x) < 2 * max(2 * k, n_clusters) + 2:
-            raise ValueError(f"the forecast needs a 2-D reference with at least {2 * max(2 * k, n_clusters) + 2} "
-                             f"items (half fit the stand-ins, half score them), got {x.shape}")
+        problem = space_problem(x.shape, k, n_clusters)
+        if problem:
+            raise ValueError(problem)
         dim = min(dim, x.shape[1], len(x) // 2 - 1)
         mean = x.mean(axis=0)
         _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
