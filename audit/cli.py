@@ -66,8 +66,53 @@ def classify_exception(exc: BaseException) -> click.ClickException:
                          "run with `madaudit --verbose ...` for the traceback")
 
 
+def repeated_option(params: list[click.Parameter], args: list[str]) -> str | None:
+    """The first single-valued option that `args` give twice (click would keep the last one
+    silently), as a message; None if there is none. Values are skipped, so a value that looks like
+    an option is not counted."""
+    takes_value, single = {}, {}
+    for p in params:
+        if isinstance(p, click.Option):
+            for opt in (*p.opts, *p.secondary_opts):
+                takes_value[opt] = not (p.is_flag or p.count)
+                if not (p.multiple or p.count):
+                    single[opt] = p
+    seen: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        opt = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2] if arg.startswith("-") and len(arg) > 1 else None
+        if opt in takes_value:
+            param = single.get(opt)
+            if param is not None:
+                if param.name in seen:
+                    both = f"{opt} is given twice" if seen[param.name] == opt else f"{seen[param.name]} and {opt} are both given"
+                    return f"{both}, but it sets one value ({param.name}): give it once"
+                seen[param.name] = opt
+            if takes_value[opt] and arg == opt:
+                i += 1  # its value follows
+        i += 1
+    return None
+
+
+class StrictCommand(click.Command):
+    """A single-valued option given twice is a usage error (exit 2), never a silent override."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        problem = repeated_option(self.params, args)
+        if problem:
+            raise click.UsageError(problem, ctx)
+        return super().parse_args(ctx, args)
+
+
 class MadauditGroup(click.Group):
-    """Every exception a command lets through becomes a clear message and its exit code."""
+    """Every exception a command lets through becomes a clear message and its exit code; every
+    command (and every subgroup's) is a `StrictCommand`."""
+
+    command_class = StrictCommand
+    group_class = type  # subgroups are MadauditGroups too
 
     def invoke(self, ctx: click.Context):
         try:

@@ -25,11 +25,16 @@ class Logistic:
     def fit(cls, x: np.ndarray, labels: np.ndarray, c: float = C, balanced: bool = False) -> Logistic:
         from sklearn.linear_model import LogisticRegression
 
+        from threadpoolctl import threadpool_limits
+
         x = np.asarray(x, dtype=np.float64)
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale[scale == 0] = 1.0
         model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced" if balanced else None)
-        model.fit((x - mean) / scale, labels)
+        # L-BFGS makes many small matrix-vector products: on one BLAS thread they run 5-10x faster
+        # than on two here (thread hand-offs cost more than the work; benchmarks/README.md).
+        with threadpool_limits(1, user_api="blas"):
+            model.fit((x - mean) / scale, labels)
         return cls(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 import pyarrow.parquet as pq
+import click
 from click.testing import CliRunner
 
 from audit import __version__
@@ -373,3 +374,36 @@ def test_detector_train_json(tmp_path, real_clip):
     summary = json.loads(out)
     assert summary["identifiable"] and summary["auc"] > 0.9 and summary["n_real"] == 300
     assert str(tmp_path / "det.json") in summary["written"]
+
+
+def all_commands(group, prefix=()):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from all_commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def test_a_single_valued_option_given_twice_is_a_usage_error_on_every_command():
+    """click keeps the last of a repeated option silently; every command refuses it instead (exit 2),
+    naming the option, while options meant to repeat still may."""
+    checked = 0
+    for path, command in all_commands(main):
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.multiple or param.count or param.hidden:
+                continue
+            opt = param.opts[0]
+            twice = [opt, opt] if param.is_flag else [opt, "1", opt, "2"]
+            code, output = run_cli(*path, *twice)
+            assert code == 2 and f"{opt} is given twice" in output, (path, opt, output)
+            checked += 1
+            if param.secondary_opts:  # --x then --no-x: two values of one setting
+                code, output = run_cli(*path, opt, param.secondary_opts[0])
+                assert code == 2 and "are both given" in output, (path, opt, output)
+    assert checked > 50
+    # A value that looks like an option is a value, not a repetition; repeatable options still repeat.
+    from audit.cli import repeated_option, scan
+
+    assert repeated_option(scan.params, ["--out", "--seed", "--seed", "3"]) is None
+    assert repeated_option(scan.params, ["--embedding-model", "a", "--embedding-model", "b"]) is None
+    assert "--seed is given twice" in repeated_option(scan.params, ["--seed=1", "--seed", "2"])

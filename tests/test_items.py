@@ -17,9 +17,10 @@ from audit.items import ArraySource, FolderSource, ItemSettings, keep_keys, scan
 from audit.items.ivf import ListIndex, recall_at_k, tune_nprobe
 
 
-def brute_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def brute_sq(a: np.ndarray, b: np.ndarray, rows: int = 32) -> np.ndarray:
+    """Every squared distance from float64 differences (no expansion), a few rows at a time."""
     a, b = a.astype(np.float64), b.astype(np.float64)
-    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return np.vstack([((a[i:i + rows, None, :] - b[None, :, :]) ** 2).sum(-1) for i in range(0, len(a), rows)])
 
 
 def unit(v: np.ndarray) -> np.ndarray:

@@ -365,8 +365,11 @@ def test_compare_serialises_and_validates():
     assert json.loads(result.to_json())["n_candidate"] == len(y)
     with pytest.raises(ValueError, match="dimension"):
         compare(x, y[:, :5])
-    with pytest.raises(ValueError, match="more than k"):
-        compare(x, y[:5], k=5)
+    few = compare(x, y[:5], k=5)  # too few for k-NN balls: those metrics say why, the rest still come
+    assert math.isnan(few.metrics["precision"].value) and "more than k=5" in few.metrics["precision"].method
+    assert math.isfinite(few.metrics["fd"].value)
+    with pytest.raises(ValueError, match="at least one item"):
+        compare(x, y[:0], k=5)
 
 
 # -- on real CLIP geometry ----------------------------------------------------------------------

@@ -71,9 +71,13 @@ def test_real_only_fd_matches_brute_force(d):
         assert frechet.real_only(1000) > 5 * d / 1000
 
 
-@pytest.mark.parametrize("d", [2, 10, 50])
-@pytest.mark.parametrize("lam", [0.5, 0.8])
-@pytest.mark.parametrize("n_real", [100, 1000])
+def _large(*values):  # n_real = 1,000 costs 10-20 s a case: one in the default run, the rest under -m slow
+    return pytest.param(*values, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("d, lam, n_real", [
+    *[(d, lam, 100) for d in (2, 10, 50) for lam in (0.5, 0.8)], (10, 0.8, 1000),
+    _large(2, 0.5, 1000), _large(2, 0.8, 1000), _large(10, 0.5, 1000), _large(50, 0.5, 1000), _large(50, 0.8, 1000)])
 def test_effective_sample_size_and_admissible_amount_match_brute_force(d, lam, n_real):
     """MAD eq. 4 by brute force: n_e is where a real-only fit is as far from the truth as the
     fresh loop's limit; n_s* where that limit crosses the real-only fit of n_real items. Checked
