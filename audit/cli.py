@@ -419,8 +419,10 @@ def detector():
 @detector.command("train")
 @click.option("--real", "real_path", required=True, type=click.Path(path_type=Path),
               help="Real items: image folder, .npy or embed folder.")
-@click.option("--synthetic", "synthetic_path", required=True, type=click.Path(path_type=Path),
-              help="Labelled synthetic items: image folder, .npy or embed folder.")
+@click.option("--synthetic", "synthetic_paths", required=True, multiple=True, metavar="[NAME=]PATH",
+              help="Labelled synthetic items of one generator: image folder, .npy or embed folder, named NAME "
+                   "(default: the file or folder name). Repeat it for each generator: the detector learns real vs "
+                   "all of them, and measures how it does on each one held out.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="detector.json to write (its arrays go beside it, same name, .npz).")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -428,17 +430,22 @@ def detector():
 @click.option("--force", is_flag=True, help="Write the detector even if it barely separates real from synthetic.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written and how well it separates, as JSON.")
 @model_options
-def detector_train(real_path, synthetic_path, out, seed, k, force, as_json, **flags):
+def detector_train(real_path, synthetic_paths, out, seed, k, force, as_json, **flags):
     """Fit a density-aware detector real vs synthetic (embedding + k-NN distances to both labelled
     sets) and save it as plain data: JSON and an .npz of float arrays, with the embedding model's
-    identity, so it refuses embeddings of another model. Refuses (exit 2) to write a detector whose
-    out-of-fold AUC is below 0.6 unless --force."""
+    identity, so it refuses embeddings of another model. With two or more generators (--synthetic
+    repeated) it also stores, per generator held out, the AUC and share it recovers when trained on
+    the others. Refuses (exit 2) to write a detector whose out-of-fold AUC is below 0.6 unless --force."""
     from detectors.probe import MIN_AUC, SupervisedProbe
 
     options = _embed_options(**flags)
-    real, synthetic = _load_pair(real_path, synthetic_path, options)
+    named = parse_named_sources(synthetic_paths)
+    synthetic = {}
+    for name, path in named.items():
+        real, synthetic[name] = _load_pair(real_path, path, options)
     try:
-        probe = SupervisedProbe.fit(real.vectors, synthetic.vectors, real.model_identity, seed=seed, k=k)
+        probe = SupervisedProbe.fit_generators(real.vectors, {n: e.vectors for n, e in synthetic.items()},
+                                               real.model_identity, seed=seed, k=k)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     summary = (f"out-of-fold AUC {probe.auc:.3f} on {len(probe.real_bank)} real and {len(probe.synthetic_bank)} "
@@ -452,9 +459,12 @@ def detector_train(real_path, synthetic_path, out, seed, k, force, as_json, **fl
         click.echo(json.dumps({"written": [str(w) for w in written], "auc": probe.auc, "identifiable": probe.identifiable,
                                "n_real": len(probe.real_bank), "n_synthetic": len(probe.synthetic_bank),
                                "mean_score_real": float(probe.oof_real.mean()),
-                               "mean_score_synthetic": float(probe.oof_synthetic.mean())}, indent=2))
+                               "mean_score_synthetic": float(probe.oof_synthetic.mean()),
+                               "generators": probe.generators, "leave_one_generator_out": probe.held_out,
+                               "unseen_generator": probe.unseen_generator_note()}, indent=2))
         return
     click.echo(f"detector written to {', '.join(map(str, written))}: {summary}")
+    click.echo(probe.unseen_generator_note())
     if not probe.identifiable:
         click.echo(f"warning: AUC below {MIN_AUC}: scans with this detector report the synthetic share as unknown",
                    err=True)
@@ -900,6 +910,23 @@ def _embed_options(model, pretrained, device, offline, batch_size, workers, cach
     return EmbedOptions(model, pretrained, device, False if offline else None, batch_size, workers,
                         str(cache_path) if cache_path else None, False if quiet else None, max_file_mb,
                         embedding_column, tuple(embedding_model), str(basis) if basis else None)
+
+
+def parse_named_sources(values: tuple[str, ...]) -> dict[str, Path]:
+    """`NAME=PATH` or `PATH` (named after the file or folder) for each value; names must differ."""
+    import re
+
+    named: dict[str, Path] = {}
+    for value in values:
+        name, sep, rest = str(value).partition("=")
+        if sep and re.fullmatch(r"[A-Za-z0-9_.-]+", name) and rest:
+            path = Path(rest)
+        else:
+            path, name = Path(value), Path(value).stem or Path(value).name
+        if name in named:
+            raise click.UsageError(f"two generators are named {name!r}: name them with NAME=PATH")
+        named[name] = path
+    return named
 
 
 def _load_pair(reference, candidate, options):

@@ -34,7 +34,8 @@ def run_demo(out: str | Path, seed: int = 0, progress: Callable[[str], None] = l
     synthetic = load_side(fixtures / "labelled-synthetic", options, shared).embeddings
     check_compatible(real, synthetic)
     detector = out / "detector.json"
-    SupervisedProbe.fit(real.vectors, synthetic.vectors, real.model_identity, seed=seed).save(detector)
+    SupervisedProbe.fit_generators(real.vectors, {"labelled-synthetic": synthetic.vectors}, real.model_identity,
+                                   seed=seed).save(detector)
 
     progress("3/4 scanning fixtures/candidate against fixtures/reference")
     result = scan(fixtures / "reference", fixtures / "candidate", detector, DEFAULT_POLICY, options, seed=seed,

@@ -89,7 +89,7 @@ class ScanResult:
         forecast keeps the settings it was run with)."""
         data = json.loads(json.dumps(self.data))  # a deep copy
         values = {k: (math.nan if v is None else v) for k, v in data["values"].items()}
-        gate_results, verdict = evaluate(policy, values, unknown_reasons(data))
+        gate_results, verdict = evaluate(policy, values, unknown_reasons(data), gate_notes(data))
         data["gates"] = [r.to_dict() for r in gate_results]
         data["verdict"] = verdict
         data["policy"] = {**policy.to_dict(), "forecast": data["policy"]["forecast"]}
@@ -104,13 +104,23 @@ def unknown_reasons(data: dict[str, Any]) -> dict[str, str]:
     reasons = {}
     sf = data["synthetic_fraction"]
     if not _finite(data["values"].get("synthetic_fraction")):
-        why = sf["estimates"][sf["primary"]]["method"]
+        why = (sf.get("gate_reads") or {}).get("why") or sf["estimates"][sf["primary"]]["method"]
         reasons = {"synthetic_fraction": f"is unknown ({why})", "synthetic_fraction_lower": f"is unknown ({why})"}
     if not data["forecast"]["available"]:
         why = data["forecast"]["summary"]["reason"]
         reasons.update({"forecast_recall": f"is unknown ({why})", "forecast_tail_coverage": f"is unknown ({why})"})
     reasons.update(gate_reasons(data.get("stages") or []))
     return reasons
+
+
+def gate_notes(data: dict[str, Any]) -> dict[str, str]:
+    """Which estimate the synthetic-share gates read, and why (`detectors.fraction.gate_reading`)."""
+    reads = data["synthetic_fraction"].get("gate_reads")
+    if not reads or reads["read"] == "none":
+        return {}
+    names = {"supervised": "the detector's", "unsupervised": "BBE's"}
+    return {"synthetic_fraction": f"{names[reads['read']]} estimate; {reads['why']}",
+            "synthetic_fraction_lower": f"{names[reads.get('lower_read') or reads['read']]} lower bound; {reads['why']}"}
 
 
 def schema_problem(data: Any) -> str | None:
@@ -191,7 +201,7 @@ def scan(
     from audit.metrics import clusters_problem, compare, knn_problem, pairs_problem
     from audit.stages import stage
     from detectors.base import ModelMismatch
-    from detectors.fraction import FractionReport, estimate_fraction, share_problem
+    from detectors.fraction import FractionReport, estimate_fraction, gate_reading, share_problem
     from detectors.probe import SupervisedProbe
 
     started = time.time()
@@ -245,9 +255,10 @@ def scan(
                                     "every number in this report is meaningless; use real weights")
     unreadable = _unreadable(ref) + _unreadable(cand)
     values = {name: m["value"] for name, m in metrics.items()}
+    reading = gate_reading(fraction, probe is not None)  # never a number the tool has evidence against
     values.update({
-        "synthetic_fraction": fraction.estimates[primary].value,
-        "synthetic_fraction_lower": fraction.estimates[primary].lower,
+        "synthetic_fraction": reading.value,
+        "synthetic_fraction_lower": reading.lower,
         "out_of_manifold": fraction.estimates["out_of_manifold"].value,
         "unreadable_share": unreadable / (unreadable + len(x) + len(y)),
         "forecast_recall": forecast.relative["recall"]["median"][-1] if forecast.available else math.nan,
@@ -276,6 +287,7 @@ def scan(
         "near_duplicates": near_duplicates,
         "synthetic_fraction": {"primary": primary, "value": values["synthetic_fraction"],
                                "lower": values["synthetic_fraction_lower"],
+                               "gate_reads": reading.to_dict(),
                                **fraction.to_dict(), "detector": str(detector) if isinstance(detector, (str, Path))
                                else ("in-memory probe" if probe is not None else None)},
         "forecast": {"measured_inputs": measured, **forecast.to_dict()},
@@ -283,10 +295,12 @@ def scan(
         "gates": [],
         "values": values,
         "gallery": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size, ranking), cand),
+        # Neither reference-like nor like the labelled synthetic items: what a disagreement is about.
+        "unexplained": _gallery(fraction.most_suspicious(cand.embeddings.keys, gallery_size // 2, "unexplained"), cand),
         "duplicate_pairs": _duplicate_pairs(near_duplicates, ref, cand, gallery_size // 2),
         "map": _map(space, x, y, scores, map_points, seed),
     }
-    gate_results, verdict = evaluate(policy, values, unknown_reasons(data))
+    gate_results, verdict = evaluate(policy, values, unknown_reasons(data), gate_notes(data))
     data["gates"], data["verdict"] = [r.to_dict() for r in gate_results], verdict
     step(None)  # the last step is over
     return ScanResult(_clean(data))

@@ -207,10 +207,11 @@ def with_overrides(policy: Policy, overrides: dict[str, float]) -> Policy:
     return replace(policy, gates=tuple(gates.values()), source=policy.source + " + flags" if overrides else policy.source)
 
 
-def evaluate(policy: Policy, values: dict[str, float | None], reasons: dict[str, str] | None = None
-             ) -> tuple[list[GateResult], str]:
+def evaluate(policy: Policy, values: dict[str, float | None], reasons: dict[str, str] | None = None,
+             notes: dict[str, str] | None = None) -> tuple[list[GateResult], str]:
     """Each gate against the measured values; the verdict is fail, warn or pass. A value that is
-    missing or not finite is unknown and counts at the gate's severity; `reasons` says why."""
+    missing or not finite is unknown and counts at the gate's severity; `reasons` says why.
+    `notes` adds to a known value's message where it came from."""
     results = []
     for gate in policy.gates:
         value = values.get(gate.metric)
@@ -222,6 +223,8 @@ def evaluate(policy: Policy, values: dict[str, float | None], reasons: dict[str,
         ok = value >= gate.threshold if gate.comparator == "min" else value <= gate.threshold
         status = "pass" if ok else gate.severity
         message = f"{gate.metric} = {value:.4g}, {'meets' if ok else 'violates'} {gate.describe()}"
+        if notes and gate.metric in notes:
+            message += f" ({notes[gate.metric]})"
         results.append(GateResult(gate, float(value), status, message))
     statuses = {r.status for r in results}
     verdict = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"

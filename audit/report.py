@@ -152,7 +152,12 @@ def verdict_table(data: dict[str, Any], style: Callable[[str, str], str] = lambd
     primary = sf["estimates"].get(sf["primary"])
     if primary is not None:
         lines.append(f"synthetic share ({_visible(sf['primary'])}): {_estimate_text(primary)}, {_visible(primary['method'])}")
+    reads = sf.get("gate_reads")
+    if reads and reads["read"] != "none":
+        lines.append(f"synthetic-share gates read {_visible(reads['read'])} (lower bound: "
+                     f"{_visible(reads.get('lower_read') or reads['read'])}): {_visible(reads['why'])}")
     lines += [f"warning: {_visible(w)}" for w in sf["warnings"]]  # reasons, not only in the files
+    lines += [f"note: {_visible(n)}" for n in sf.get("notes", [])]
     nd = data.get("near_duplicates") or {}
     if nd.get("description"):
         lines.append(f"near duplicates: {_visible(nd['description'])}")
@@ -204,6 +209,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     for name, e in sf["estimates"].items():
         lines.append(f"| {_md(name)} | {_md(_estimate_text(e))} | {_md(e['method'])} |")
     lines += [f"- {_md(w)}" for w in sf["warnings"]]
+    lines += [f"- note: {_md(n)}" for n in sf.get("notes", [])]
     lines += ["", "### Metrics", "", "| metric | value | 95% interval | method |", "|---|---|---|---|"]
     for name, m in data["metrics"].items():
         lines.append(f"| {_md(name)} | {_md(_fmt(m['value']))} | {_md(_ci(m))} | {_md(m['method'])} |")
@@ -229,6 +235,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data["gallery"]:
         lines += ["", "### Most suspicious candidate items", ""]
         lines += [f"- {_md(item['key'])}" for item in data["gallery"][:10]]
+    if data.get("unexplained"):
+        lines += ["", "### Unlike both the reference and the detector's synthetic examples", ""]
+        lines += [f"- {_md(item['key'])}" for item in data["unexplained"][:10]]
     return "\n".join(lines) + "\n"
 
 
@@ -246,7 +255,9 @@ def render_junit(data: dict[str, Any]) -> str:
             failure.text = _xml(g["message"])
         else:
             ET.SubElement(case, "system-out").text = _xml(f"{g['status'].upper()}: {g['message']}")
-    notes = skipped_lines(data.get("stages")) + [f"warning: {w}" for w in data.get("synthetic_fraction", {}).get("warnings", [])]
+    sf = data.get("synthetic_fraction", {})
+    notes = (skipped_lines(data.get("stages")) + [f"warning: {w}" for w in sf.get("warnings", [])]
+             + [f"note: {n}" for n in sf.get("notes", [])])
     if notes:  # skipped stages and estimate warnings reach CI logs too, not only the report files
         ET.SubElement(suite, "system-out").text = _xml("\n".join(notes))
     root = ET.Element("testsuites", name="madaudit", tests=suite.get("tests"), failures=suite.get("failures"))
@@ -277,7 +288,7 @@ th{background:#f5f6fa} .num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict-pass{background:#e3f6e8;color:#17602f} .verdict-warn{background:#fff4d6;color:#7a5400} .verdict-fail{background:#fde4e4;color:#8e1b1b}
 .status-pass{color:#17602f} .status-warn{color:#7a5400} .status-fail{color:#8e1b1b;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px} .warning{background:#fff8e6;border-left:4px solid #e0a800;padding:6px 10px;margin:6px 0}
-#gallery{display:flex;flex-wrap:wrap;gap:10px} figure.suspicious{margin:0;width:140px;font-size:11px}
+#gallery,#unexplained{display:flex;flex-wrap:wrap;gap:10px} figure.suspicious{margin:0;width:140px;font-size:11px}
 .key{overflow-wrap:anywhere} nav ul{display:flex;flex-wrap:wrap;gap:4px 14px;list-style:none;padding:0;margin:8px 0}
 #summary li{margin:3px 0} .table-wrap{overflow-x:auto} svg.plot{max-width:100%;height:auto}
 figure.suspicious img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccd;background:#fff}
@@ -310,7 +321,7 @@ def render_html(data: dict[str, Any]) -> str:
                    "threshold": f"{'≥' if g['comparator'] == 'min' else '≤'} {_fmt(g['threshold'])}",
                    "status": _token(g["status"], statuses)} for g in data["gates"]],
         "estimates": [(name, _estimate_text(x), x["method"]) for name, x in sf["estimates"].items()],
-        "warnings": sf["warnings"],
+        "warnings": sf["warnings"] + [f"note: {n}" for n in sf.get("notes", [])],
         "metrics": [{"name": n, "value": _fmt(m["value"]), "ci": _ci(m), "method": m["method"], "params": _params(m)}
                     for n, m in data["metrics"].items()],
         # matplotlib writes the SVG and escapes the text in it; only our own labels go in.
@@ -320,9 +331,8 @@ def render_html(data: dict[str, Any]) -> str:
         "horizon": horizon_sentence(fc),
         "forecast_lines": summary_lines(fc)[1:],
         "forecast_plots": [Markup(forecast_svg(fc, name)) for name in FORECAST_PANELS] if fc["available"] else [],
-        "gallery": [{"key": item["key"], "thumbnail": _safe_thumbnail(item.get("thumbnail")),
-                     "scores": [(k.replace("_", " "), f"{v:.3f}") for k, v in item.items()
-                                if isinstance(v, float) and k != "key"]} for item in data["gallery"]],
+        "gallery": _gallery_context(data["gallery"]),
+        "unexplained": _gallery_context(data.get("unexplained") or []),
         "duplicates": _duplicates_context(data),
         "items_line": items_sentence(data) if data.get("items") else None,
         "skipped_counts": [(side, reason, n) for side in ("reference", "candidate")
@@ -330,6 +340,12 @@ def render_html(data: dict[str, Any]) -> str:
         "skipped_files": [(side, s) for side in ("reference", "candidate") for s in inputs[side]["skipped"]],
     }
     return _template("report.html").render(**context)
+
+
+def _gallery_context(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"key": item["key"], "thumbnail": _safe_thumbnail(item.get("thumbnail")),
+             "scores": [(k.replace("_", " "), f"{v:.3f}") for k, v in item.items()
+                        if isinstance(v, float) and k != "key"]} for item in items]
 
 
 def _template(name: str):

@@ -48,6 +48,9 @@ class FractionReport:
     unsupervised_scorer: CrossfitScorer | None = field(repr=False, default=None)
     reference_scores: np.ndarray | None = field(repr=False, default=None)
     candidate_folds: np.ndarray | None = field(repr=False, default=None)
+    generator_shift: bool = False  # the supervised estimate is clearly below BBE's
+    content_shift: bool = False  # the likely-real items sit in other reference clusters
+    notes: list[str] = field(default_factory=list)  # what the detector is known to do on unseen generators
 
     @classmethod
     def unavailable(cls, reason: str, n_reference: int, n_candidate: int, with_detector: bool) -> FractionReport:
@@ -66,6 +69,8 @@ class FractionReport:
             "n_candidate": self.n_candidate,
             "estimates": {name: e.to_dict() for name, e in self.estimates.items()},
             "warnings": self.warnings,
+            "guards": {"generator_shift": self.generator_shift, "content_shift": self.content_shift},
+            "notes": self.notes,
         }
 
     def most_suspicious(self, keys: list[str], top: int = 20, by: str | None = None) -> list[dict[str, Any]]:
@@ -146,22 +151,92 @@ def estimate_fraction(
         warnings.append(f"the detector does not separate real from synthetic (out-of-fold AUC {detector.auc:.3f}): "
                         "the supervised share is not identifiable and any gate on it reads unknown; retrain it "
                         "with more or better labelled synthetic examples")
-    content = None
-    if detector is not None:
-        content = content_shift(x, y[items["supervised"] < 0.5], seed=seed)
-    if sup is not None:
-        shift = generator_shift(sup, unsup)
-        if shift is not None:
-            # Undetected synthetic items also land among the "likely real" ones, so content shift
-            # may be a symptom of generator shift as much as a rival explanation: say both.
-            warnings.append(shift + (" (content shift is also present and may explain part of the gap)"
-                                     if content is not None else ""))
-    if content is not None:
-        warnings.append(content)
+    content = content_shift(x, y[items["supervised"] < 0.5], seed=seed) if detector is not None else None
+    shift = generator_shift(sup, unsup) if sup is not None else None
+    if shift is not None and content is not None:
+        # Undetected synthetic items also land among the "likely real" ones, so content shift may
+        # be a symptom of generator shift as much as a rival explanation: one story, not two
+        # pieces of advice that contradict each other.
+        warnings.append(disagreement_story(sup, unsup))
+    elif shift is not None or content is not None:
+        warnings.append(shift or content)
     if detector is None:
         warnings.append("no detector: BBE and the out-of-manifold share count real items unlike the reference "
                         "(content shift) as synthetic, and content shift cannot be checked without one")
-    return FractionReport(len(x), len(y), estimates, warnings, items, scorer, score_x, folds_y)
+    if detector is not None:  # unlike the reference and unlike the detector's synthetic examples: look at these
+        items["unexplained"] = items["unsupervised"] * (1.0 - items["supervised"])
+    note = detector.unseen_generator_note() if detector is not None else None
+    return FractionReport(len(x), len(y), estimates, warnings, items, scorer, score_x, folds_y,
+                          generator_shift=shift is not None, content_shift=content is not None,
+                          notes=[note] if note else [])
+
+
+def disagreement_story(supervised: FractionEstimate, unsupervised: FractionEstimate) -> str:
+    """The one sentence for a supervised estimate below BBE's while the likely-real items also look
+    unlike the reference: what it can mean, which way the numbers would move, how to resolve it."""
+    return (f"estimates disagree: the detector finds {supervised.value:.3f} synthetic but BBE finds at least "
+            f"{unsupervised.lower:.3f} unlike the reference, so either the candidate holds a generator the detector "
+            "has not seen (the true share is then at least BBE's, and retraining the detector with examples of that "
+            "generator raises its estimate to meet it) or real content the reference lacks (the detector is then "
+            "right, and extending the reference with that content lowers BBE's to meet it); the synthetic-share "
+            "gates read unknown until one of the two is done")
+
+
+@dataclass(frozen=True)
+class GateReading:
+    """What the synthetic-share gates read: a value, a lower bound, which estimate, and why."""
+
+    value: float
+    lower: float
+    read: str  # the estimate's name, or "none"
+    why: str
+    lower_read: str | None = None  # the lower bound's estimate, where it is another one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "lower": self.lower, "read": self.read, "lower_read": self.lower_read or self.read,
+                "why": self.why}
+
+
+def gate_reading(report: FractionReport, with_detector: bool) -> GateReading:
+    """The rule the synthetic-share gates follow: never a number the tool has evidence against.
+
+    BBE's lower bound is valid for the share unlike the reference (synthetic items, or real content
+    the reference lacks); the supervised bound is valid while the guards are quiet. So:
+    - no detector: BBE's estimate and lower bound;
+    - guards quiet: the supervised estimate, and the larger of the two lower bounds;
+    - generator shift alone (the detector finds clearly less than BBE): BBE's estimate and bound,
+      since the detector misses items BBE sees;
+    - content shift alone: the supervised estimate and bound (BBE's counts the new real content);
+    - both: unknown (the disagreement story says how to resolve it), at the gates' severity."""
+    est = report.estimates
+    unsup = est.get("unsupervised")
+    nan = float("nan")
+    if unsup is None or not report.available:
+        why = unsup.method if unsup is not None else "no estimate"
+        return GateReading(nan, nan, "none", why)
+    if not with_detector:
+        return GateReading(unsup.value, _lower(unsup), "unsupervised", "no detector: BBE's estimate and lower bound")
+    sup = est["supervised"]
+    if not np.isfinite(sup.value):
+        return GateReading(nan, nan, "supervised", sup.method)
+    if report.generator_shift and report.content_shift:
+        return GateReading(nan, nan, "none", disagreement_story(sup, unsup))
+    if report.generator_shift:
+        return GateReading(unsup.value, _lower(unsup), "unsupervised",
+                           "generator shift: the detector finds clearly less than BBE, so it misses synthetic items "
+                           "BBE sees; BBE's estimate and its valid lower bound")
+    if report.content_shift:
+        return GateReading(sup.value, _lower(sup), "supervised",
+                           "content shift: BBE's bound also counts real content the reference lacks; the detector's "
+                           "estimate and interval")
+    bbe_higher = _lower(unsup) > _lower(sup)
+    return GateReading(sup.value, max(_lower(sup), _lower(unsup)), "supervised",
+                       "guards quiet: the detector's estimate, and the larger of the two valid lower bounds",
+                       "unsupervised" if bbe_higher else "supervised")
+
+
+def _lower(e: FractionEstimate) -> float:
+    return float(e.lower) if e.lower is not None and np.isfinite(e.lower) else 0.0
 
 
 def atypicality(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:

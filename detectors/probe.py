@@ -48,6 +48,8 @@ N_FOLDS = 5
 DEFAULT_K = 5
 MIN_AUC = 0.6  # below this the detector separates too little to identify a share
 MAX_BANK = 10_000  # labelled items kept per class: features and training use a seeded subset beyond
+HELD_OUT_REAL = 0.25  # leave-one-generator-out: the share of real items kept out of training
+HELD_OUT_SHARE = 0.3  # ... and the known synthetic share of the candidate it is tested on
 _ARRAYS = ("real_bank", "synthetic_bank", "real_folds", "synthetic_folds", "means", "scales", "coefs", "intercepts",
            "oof_real", "oof_synthetic")
 
@@ -75,6 +77,8 @@ class SupervisedProbe:
     oof_real: np.ndarray  # out-of-fold synthetic scores of the real training items
     oof_synthetic: np.ndarray  # out-of-fold synthetic scores of the synthetic training items
     model_identity: dict[str, Any] | None = None
+    generators: list[dict[str, Any]] | None = None  # [{"name", "n"}] of the labelled synthetic sources
+    held_out: list[dict[str, Any]] | None = None  # leave-one-generator-out figures (`leave_one_generator_out`)
 
     def __post_init__(self) -> None:
         self._banks: list[DensityBank] | None = None
@@ -101,6 +105,34 @@ class SupervisedProbe:
         return [f"embedding[{i}]" for i in range(self.dim)] + feature_names(("real", "synthetic"))
 
     # -- fitting -----------------------------------------------------------------------------
+
+    @classmethod
+    def fit_generators(cls, real: np.ndarray, synthetic: dict[str, np.ndarray], model_identity: dict | None = None,
+                       seed: int = 0, k: int = DEFAULT_K, held_out_share: float = HELD_OUT_SHARE) -> SupervisedProbe:
+        """Fit on real items against the labelled items of one or more generators (name: (n, d)),
+        pooled, and, with two or more, measure how it does on a generator it has not seen
+        (`leave_one_generator_out`): what every scan with it can then say."""
+        if not synthetic:
+            raise ValueError("give the labelled synthetic items of at least one generator")
+        names = list(synthetic)
+        probe = cls.fit(real, np.vstack([_matrix(synthetic[n], n) for n in names]), model_identity, seed=seed, k=k)
+        probe.generators = [{"name": n, "n": int(len(synthetic[n]))} for n in names]
+        if len(names) >= 2:
+            probe.held_out = leave_one_generator_out(real, synthetic, seed=seed, k=k, share=held_out_share)
+        return probe
+
+    def unseen_generator_note(self) -> str | None:
+        """What its leave-one-generator-out figures say about a generator it was not trained on."""
+        if not self.generators:
+            return None
+        if not self.held_out:
+            return (f"the detector was trained on one generator ({self.generators[0]['name']}): how much of an unseen "
+                    "generator's share it finds is unknown (train with --synthetic on two or more to measure it)")
+        recovered = [h["recovered"] for h in self.held_out]
+        each = ", ".join(f"{h['held_out']} {100 * h['recovered']:.0f}% (AUC {h['auc']:.2f})" for h in self.held_out)
+        return (f"on a generator it had not seen, this detector recovered {100 * min(recovered):.0f}% to "
+                f"{100 * max(recovered):.0f}% of the share (each held out in turn: {each}); a generator absent from "
+                "its training is under-counted by about that much")
 
     @classmethod
     def fit(cls, real: np.ndarray, synthetic: np.ndarray, model_identity: dict | None = None, seed: int = 0,
@@ -200,6 +232,7 @@ class SupervisedProbe:
         meta = {"format": FORMAT, "kind": "density-probe", "model_identity": self.model_identity, "k": self.k,
                 "folds": len(self.intercepts), "auc": self.auc, "n_real": len(self.real_bank),
                 "n_synthetic": len(self.synthetic_bank), "features": self.feature_names[self.dim:],
+                "generators": self.generators, "leave_one_generator_out": self.held_out,
                 "arrays": {"file": arrays_path.name, "sha256": _sha256(arrays_path)}}
         write_text_atomic(path, json.dumps(meta, indent=1))
         return [path, arrays_path]
@@ -241,7 +274,51 @@ class SupervisedProbe:
         except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise DetectorProblem(f"{path}: {arrays_path.name} is not a detector's arrays ({exc})") from None
         _check_arrays(arrays, k, path)
-        return cls(**{name: arrays[name] for name in _ARRAYS}, k=k, model_identity=identity)
+        generators, held_out = _check_generators(meta.get("generators"), meta.get("leave_one_generator_out"), path)
+        return cls(**{name: arrays[name] for name in _ARRAYS}, k=k, model_identity=identity, generators=generators,
+                   held_out=held_out)
+
+
+def _check_generators(generators: Any, held_out: Any, path: Path) -> tuple[list | None, list | None]:
+    """The detector file's generator list and leave-one-out figures, each field checked (older
+    files have neither)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+    if generators is not None and not (isinstance(generators, list) and all(
+            isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("n"), int) for g in generators)):
+        raise DetectorProblem(f"{path}: 'generators' must be a list of {{name, n}}")
+    keys = ("auc", "share", "estimate", "error", "recovered")
+    if held_out is not None and not (isinstance(held_out, list) and all(
+            isinstance(h, dict) and isinstance(h.get("held_out"), str) and all(number(h.get(key)) for key in keys)
+            for h in held_out)):
+        raise DetectorProblem(f"{path}: 'leave_one_generator_out' must be a list of {{held_out, {', '.join(keys)}}}")
+    return generators, held_out
+
+
+def leave_one_generator_out(real: np.ndarray, synthetic: dict[str, np.ndarray], seed: int = 0, k: int = DEFAULT_K,
+                            share: float = HELD_OUT_SHARE) -> list[dict[str, Any]]:
+    """For each generator in turn: a detector fitted on the real items outside a held-out part
+    (the first HELD_OUT_REAL of a seeded permutation) against every other generator, then scored
+    on the held-out real items against the held-out generator: its AUC there, and its PACC estimate
+    on a candidate of every held-out real item plus that generator's first items at `share`."""
+    real = _matrix(real, "real")
+    order = np.random.default_rng(seed).permutation(len(real))
+    n_hold = int(round(HELD_OUT_REAL * len(real)))
+    hold, train = real[np.sort(order[:n_hold])], real[np.sort(order[n_hold:])]
+    out = []
+    for name in synthetic:
+        others = np.vstack([_matrix(synthetic[o], o) for o in synthetic if o != name])
+        probe = SupervisedProbe.fit(train, others, seed=seed, k=k)
+        unseen = _matrix(synthetic[name], name)
+        n_fake = min(len(unseen), int(round(share / (1 - share) * len(hold))))
+        candidate = np.vstack([hold, unseen[:n_fake]])
+        truth = n_fake / len(candidate)
+        estimate = pacc(probe.scores(candidate), probe.oof_real, probe.oof_synthetic)
+        estimate = 0.0 if not np.isfinite(estimate) else estimate  # cannot separate even its own labels: finds none
+        out.append({"held_out": name, "auc": _auc(probe.scores(hold), probe.scores(unseen)), "share": truth,
+                    "estimate": estimate, "error": estimate - truth, "recovered": estimate / truth})
+    return out
 
 
 def _check_arrays(a: dict[str, np.ndarray], k: int, path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from detectors.base import ModelMismatch
 from detectors.bbe import bbe, crossfit_scores
-from detectors.fraction import estimate_fraction
+from detectors.fraction import estimate_fraction, gate_reading
 from detectors.probe import SupervisedProbe, emq, pacc
 
 SHARES = [0.0, 0.05, 0.1, 0.3, 0.5, 0.8]
@@ -189,7 +189,14 @@ def test_generator_shift_is_flagged():
     # Generator B: no sampling bias and shifted the other way, nothing like A's examples.
     report = estimate_fraction(world.real(1000), world.candidate(1000, 0.4, scale=1.0, shift=-world.shift * 2), probe)
     assert report.estimates["unsupervised"].value > report.estimates["supervised"].upper
-    assert any(w.startswith("generator shift") for w in report.warnings)
+    assert report.generator_shift
+    # Said once: alone as generator shift, or with content shift as the one story of a disagreement.
+    said = [w for w in report.warnings if w.startswith(("generator shift", "estimates disagree"))]
+    assert len(said) == 1 and not any(w.startswith("content shift") for w in report.warnings)
+    # The gates never read the detector's number, which BBE contradicts.
+    reading = gate_reading(report, with_detector=True)
+    assert reading.read in ("unsupervised", "none")
+    assert np.isnan(reading.lower) or reading.lower == report.estimates["unsupervised"].lower
 
 
 def test_content_shift_is_flagged():
@@ -197,6 +204,7 @@ def test_content_shift_is_flagged():
     probe = SupervisedProbe.fit(world.real(600), world.fake(600))
     reference = world.means[world.rng.integers(0, 2, 800)] + world.rng.standard_normal((800, 16))  # 2 of 4 modes
     report = estimate_fraction(reference, world.candidate(800, 0.2), probe)
-    assert any(w.startswith("content shift") for w in report.warnings)
+    assert report.content_shift
+    assert any(w.startswith(("content shift", "estimates disagree")) for w in report.warnings)
 
 

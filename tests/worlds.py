@@ -47,3 +47,39 @@ def mix(real: np.ndarray, synthetic: np.ndarray, share: float, n: int, rng: np.r
     fake_rows = rng.choice(len(synthetic), n_fake, replace=False)
     vectors = np.vstack([real[real_rows], synthetic[fake_rows]])
     return vectors, np.r_[np.zeros(n - n_fake, bool), np.ones(n_fake, bool)]
+
+
+class DroppedModesGenerator(FittedGenerator):
+    """A generator that has lost some modes (mode collapse): it samples only the mixture components
+    holding the larger `keep` share of the training mass, with bias lambda."""
+
+    def __init__(self, real: np.ndarray, seed: int, keep: float = 0.5, **kwargs):
+        super().__init__(real, seed, **kwargs)
+        order = np.argsort(-self.mixture.weights_)
+        kept = order[: max(1, int(np.searchsorted(np.cumsum(self.mixture.weights_[order]), keep) + 1))]
+        weights = np.zeros_like(self.mixture.weights_)
+        weights[kept] = self.mixture.weights_[kept]
+        self.mixture.weights_ = weights / weights.sum()
+
+
+class SubspaceGenerator(FittedGenerator):
+    """A generator that models only the top `dim` principal axes well and collapses the rest to a
+    fraction `rest_scale` of their spread (a low-capacity decoder)."""
+
+    def __init__(self, real: np.ndarray, seed: int, rest_scale: float = 0.3, **kwargs):
+        super().__init__(real, seed, **kwargs)
+        self.rest_std = self.rest_std * rest_scale
+
+
+def generator_families(pool: np.ndarray, seed: int) -> dict[str, tuple[FittedGenerator, float]]:
+    """Three distinct simulated generator families on real CLIP, each fitted to its own 500 photos
+    of `pool` (rows 0-1499 of a seeded permutation) and sampled with its own bias lambda:
+    a mixture with a fingerprint offset, a mode-dropping mixture, and a subspace model."""
+    rng = np.random.default_rng(10_000 + seed)
+    order = rng.permutation(len(pool))
+    fit = [pool[order[i * 500:(i + 1) * 500]] for i in range(3)]
+    return {
+        "fingerprint": (FittedGenerator(fit[0], seed, fingerprint=0.08), 0.8),
+        "dropped_modes": (DroppedModesGenerator(fit[1], seed + 1, keep=0.5), 0.7),
+        "subspace": (SubspaceGenerator(fit[2], seed + 2, dim=16, rest_scale=0.5), 0.9),
+    }

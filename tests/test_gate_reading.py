@@ -1,0 +1,140 @@
+"""What the synthetic-share gates read: never a number the tool itself has evidence against; and
+detectors trained on several generators, with what they do on a generator they have not seen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from audit.cli import main
+from audit.policy import DEFAULT_POLICY, evaluate
+from detectors.base import FractionEstimate
+from detectors.fraction import FractionReport, gate_reading
+from detectors.probe import HELD_OUT_REAL, HELD_OUT_SHARE, SupervisedProbe, pacc
+from worlds import generator_families
+
+
+def report(sup, sup_lower, bbe, bbe_lower, generator_shift=False, content_shift=False):
+    estimates = {"supervised": FractionEstimate(sup, sup_lower, sup + 0.05, "PACC"),
+                 "unsupervised": FractionEstimate(bbe, bbe_lower, None, "BBE"),
+                 "out_of_manifold": FractionEstimate(0.0, 0.0, 0.1, "balls")}
+    return FractionReport(800, 400, estimates, [], {"supervised": np.zeros(3)}, generator_shift=generator_shift,
+                          content_shift=content_shift)
+
+
+def fail_gate(reading):
+    values = {"synthetic_fraction_lower": reading.lower, "synthetic_fraction": reading.value}
+    results, verdict = evaluate(DEFAULT_POLICY, values)
+    return {r.gate.metric: r.status for r in results}["synthetic_fraction_lower"]
+
+
+def test_the_issue_split_cannot_pass_the_fail_gate_any_more():
+    """Detector trained on A, candidate 30% from B: supervised lower 0.080, BBE at least 0.227 and a
+    generator-shift warning. The gate passed 0.08 <= 0.1 and exited 0; now it reads BBE's bound."""
+    r = gate_reading(report(0.12, 0.0804, 0.366, 0.227, generator_shift=True), with_detector=True)
+    assert r.read == "unsupervised" and r.lower == pytest.approx(0.227) and fail_gate(r) == "fail"
+
+
+@pytest.mark.parametrize("sup_lower, bbe_lower", [(0.02, 0.15), (0.15, 0.02), (0.05, 0.06), (0.0, 0.0)])
+def test_quiet_guards_read_the_largest_valid_lower_bound(sup_lower, bbe_lower):
+    r = gate_reading(report(0.2, sup_lower, 0.1, bbe_lower), with_detector=True)
+    assert r.lower == max(sup_lower, bbe_lower) and r.value == 0.2
+    assert r.lower_read == ("unsupervised" if bbe_lower > sup_lower else "supervised")
+    assert fail_gate(r) == ("fail" if max(sup_lower, bbe_lower) > 0.1 else "pass")
+
+
+def test_disagreement_with_two_explanations_reads_unknown_and_fails():
+    r = gate_reading(report(0.044, 0.01, 0.505, 0.206, generator_shift=True, content_shift=True), with_detector=True)
+    assert np.isnan(r.lower) and r.read == "none" and fail_gate(r) == "fail"
+    assert r.why.startswith("estimates disagree") and "retrain" in r.why and "extend" in r.why
+
+
+def test_content_shift_alone_reads_the_detector_and_no_detector_reads_bbe():
+    r = gate_reading(report(0.05, 0.01, 0.4, 0.3, content_shift=True), with_detector=True)
+    assert r.read == "supervised" and r.lower == 0.01  # BBE's bound counts the new real content
+    r = gate_reading(report(0.05, 0.01, 0.4, 0.3), with_detector=False)
+    assert r.read == "unsupervised" and r.lower == 0.3
+
+
+def test_scan_reports_what_each_gate_read(real_clip, tmp_path):
+    """Through the CLI: a scan with a detector prints and stores which estimate the share gates read."""
+    pool = np.vstack([real_clip["food_train"], real_clip["food_test"]])
+    pool = pool[np.random.default_rng(0).permutation(len(pool))]
+    fams = generator_families(pool[:1500], 0)
+    gen, lam = fams["dropped_modes"]
+    np.save(tmp_path / "real.npy", pool[1500:1900])
+    np.save(tmp_path / "fake.npy", gen.sample(400, lam))
+    np.save(tmp_path / "cand.npy", np.vstack([pool[1900:2180], gen.sample(120, lam)]))
+    runner = CliRunner()
+    trained = runner.invoke(main, ["detector", "train", "--real", str(tmp_path / "real.npy"), "--synthetic",
+                                   f"dm={tmp_path / 'fake.npy'}", "-o", str(tmp_path / "d.json"),
+                                   "--embedding-model", "ViT-B-32"], catch_exceptions=False)
+    assert trained.exit_code == 0, trained.output
+    assert "trained on one generator (dm)" in trained.output
+    result = runner.invoke(main, ["scan", str(tmp_path / "real.npy"), str(tmp_path / "cand.npy"), "--detector",
+                                  str(tmp_path / "d.json"), "-o", str(tmp_path / "rep"), "--embedding-model", "ViT-B-32"],
+                           catch_exceptions=False)
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    reads = data["synthetic_fraction"]["gate_reads"]
+    assert reads["read"] in ("supervised", "unsupervised", "none") and reads["why"]
+    gate = {g["metric"]: g for g in data["gates"]}["synthetic_fraction_lower"]
+    assert data["values"]["synthetic_fraction_lower"] == reads["lower"] or reads["lower"] is None
+    assert reads["why"].split(":")[0] in gate["message"]
+    assert "synthetic-share gates read" in " ".join(result.output.split())
+    assert any("trained on one generator" in n for n in data["synthetic_fraction"]["notes"])
+
+
+def test_leave_one_generator_out_figures_equal_a_refit(real_clip, tmp_path):
+    """The figures a detector stores per held-out generator, recomputed here: the same split of the
+    real items, a probe fitted on the rest, AUC by counting pairs, PACC by its formula."""
+    pool = np.vstack([real_clip["food_train"], real_clip["food_test"]])
+    pool = pool[np.random.default_rng(1).permutation(len(pool))]
+    fams = generator_families(pool[:1500], 1)
+    synthetic = {name: gen.sample(300, lam) for name, (gen, lam) in fams.items()}
+    real = pool[1500:2100]
+    probe = SupervisedProbe.fit_generators(real, synthetic, seed=4)
+    assert [g["name"] for g in probe.generators] == list(synthetic) and len(probe.held_out) == 3
+    order = np.random.default_rng(4).permutation(len(real))
+    n_hold = int(round(HELD_OUT_REAL * len(real)))
+    hold, train = real[np.sort(order[:n_hold])], real[np.sort(order[n_hold:])]
+    for figures in probe.held_out:
+        name = figures["held_out"]
+        refit = SupervisedProbe.fit(train, np.vstack([synthetic[o] for o in synthetic if o != name]), seed=4)
+        neg, pos = refit.scores(hold), refit.scores(synthetic[name])
+        auc = np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg[None, :])
+        assert figures["auc"] == pytest.approx(auc, abs=1e-12)
+        n_fake = int(round(HELD_OUT_SHARE / (1 - HELD_OUT_SHARE) * len(hold)))
+        scores = refit.scores(np.vstack([hold, synthetic[name][:n_fake]]))
+        s0, s1 = refit.oof_real.mean(), refit.oof_synthetic.mean()
+        expected = float(np.clip((scores.mean() - s0) / (s1 - s0), 0, 1))
+        assert figures["estimate"] == pytest.approx(expected, abs=1e-12)
+        assert figures["share"] == pytest.approx(n_fake / (len(hold) + n_fake))
+        assert figures["recovered"] == pytest.approx(expected / figures["share"])
+    # They travel with the detector file and come back checked.
+    probe.save(tmp_path / "d.json")
+    loaded = SupervisedProbe.load(tmp_path / "d.json")
+    assert loaded.held_out == json.loads(json.dumps(probe.held_out)) and loaded.generators == probe.generators
+    assert "on a generator it had not seen, this detector recovered" in loaded.unseen_generator_note()
+
+
+def test_detector_train_takes_several_generators_by_name(real_clip, tmp_path):
+    pool = np.vstack([real_clip["food_train"], real_clip["food_test"]])
+    pool = pool[np.random.default_rng(2).permutation(len(pool))]
+    fams = generator_families(pool[:1500], 2)
+    np.save(tmp_path / "real.npy", pool[1500:2000])
+    args = ["detector", "train", "--real", str(tmp_path / "real.npy"), "-o", str(tmp_path / "d.json"), "--json",
+            "--embedding-model", "ViT-B-32"]
+    for name, (gen, lam) in fams.items():
+        np.save(tmp_path / f"{name}.npy", gen.sample(200, lam))
+        args += ["--synthetic", str(tmp_path / f"{name}.npy")]  # named after the file
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [g["name"] for g in out["generators"]] == list(fams) and out["n_synthetic"] == 600
+    assert [h["held_out"] for h in out["leave_one_generator_out"]] == list(fams)
+    same = CliRunner().invoke(main, [*args[:-2], "--synthetic", f"a={tmp_path / 'subspace.npy'}", "--synthetic",
+                                     f"a={tmp_path / 'fingerprint.npy'}"])
+    assert same.exit_code == 2 and "two generators are named 'a'" in same.output
