@@ -79,6 +79,7 @@ class SupervisedProbe:
     model_identity: dict[str, Any] | None = None
     generators: list[dict[str, Any]] | None = None  # [{"name", "n"}] of the labelled synthetic sources
     held_out: list[dict[str, Any]] | None = None  # leave-one-generator-out figures (`leave_one_generator_out`)
+    embedding: bool = True  # the embedding is a feature beside the density features (else density only)
 
     def __post_init__(self) -> None:
         self._banks: list[DensityBank] | None = None
@@ -102,23 +103,26 @@ class SupervisedProbe:
 
     @property
     def feature_names(self) -> list[str]:
-        return [f"embedding[{i}]" for i in range(self.dim)] + feature_names(("real", "synthetic"))
+        return [f"embedding[{i}]" for i in range(self.dim * self.embedding)] + feature_names(("real", "synthetic"))
 
     # -- fitting -----------------------------------------------------------------------------
 
     @classmethod
     def fit_generators(cls, real: np.ndarray, synthetic: dict[str, np.ndarray], model_identity: dict | None = None,
-                       seed: int = 0, k: int = DEFAULT_K, held_out_share: float = HELD_OUT_SHARE) -> SupervisedProbe:
+                       seed: int = 0, k: int = DEFAULT_K, held_out_share: float = HELD_OUT_SHARE,
+                       embedding: bool = True) -> SupervisedProbe:
         """Fit on real items against the labelled items of one or more generators (name: (n, d)),
         pooled, and, with two or more, measure how it does on a generator it has not seen
         (`leave_one_generator_out`): what every scan with it can then say."""
         if not synthetic:
             raise ValueError("give the labelled synthetic items of at least one generator")
         names = list(synthetic)
-        probe = cls.fit(real, np.vstack([_matrix(synthetic[n], n) for n in names]), model_identity, seed=seed, k=k)
+        probe = cls.fit(real, np.vstack([_matrix(synthetic[n], n) for n in names]), model_identity, seed=seed, k=k,
+                        embedding=embedding)
         probe.generators = [{"name": n, "n": int(len(synthetic[n]))} for n in names]
         if len(names) >= 2:
-            probe.held_out = leave_one_generator_out(real, synthetic, seed=seed, k=k, share=held_out_share)
+            probe.held_out = leave_one_generator_out(real, synthetic, seed=seed, k=k, share=held_out_share,
+                                                     embedding=embedding)
         return probe
 
     def unseen_generator_note(self) -> str | None:
@@ -136,9 +140,10 @@ class SupervisedProbe:
 
     @classmethod
     def fit(cls, real: np.ndarray, synthetic: np.ndarray, model_identity: dict | None = None, seed: int = 0,
-            k: int = DEFAULT_K) -> SupervisedProbe:
+            k: int = DEFAULT_K, embedding: bool = True) -> SupervisedProbe:
         """Fit on real (n0, d) and synthetic (n1, d) embeddings (at most MAX_BANK of each, a
-        seeded subset beyond), cross-fitted over N_FOLDS stratified folds."""
+        seeded subset beyond), cross-fitted over N_FOLDS stratified folds; `embedding` False
+        leaves the embedding itself out of the features (density only)."""
         rng = np.random.default_rng(seed)
         real, synthetic = (_subset(_matrix(a, name), MAX_BANK, rng) for a, name in ((real, "real"), (synthetic, "synthetic")))
         if real.shape[1] != synthetic.shape[1]:
@@ -154,13 +159,14 @@ class SupervisedProbe:
         oof = np.empty(len(y))
         params = []
         for f in range(N_FOLDS):
-            x = np.vstack([describe(real, banks, f, member_of=0), describe(synthetic, banks, f, member_of=1)])
+            x = np.vstack([describe(real, banks, f, member_of=0, embedding=embedding),
+                           describe(synthetic, banks, f, member_of=1, embedding=embedding)])
             model = Logistic.fit(x[fold_of != f], y[fold_of != f])
             oof[fold_of == f] = model.predict(x[fold_of == f])
             params.append((model.mean, model.scale, model.coef, model.intercept))
         means, scales, coefs, intercepts = (np.array(p) for p in zip(*params))
         probe = cls(real, synthetic, folds[0], folds[1], k, means, scales, coefs, intercepts,
-                    oof[y == 0], oof[y == 1], model_identity)
+                    oof[y == 0], oof[y == 1], model_identity, embedding=embedding)
         probe._banks = banks
         return probe
 
@@ -175,7 +181,7 @@ class SupervisedProbe:
         out = np.zeros(len(items))
         for f in range(len(self.intercepts)):
             model = Logistic(self.means[f], self.scales[f], self.coefs[f], float(self.intercepts[f]))
-            out += model.predict(describe(items, self.banks, f, found=found))
+            out += model.predict(describe(items, self.banks, f, found=found, embedding=self.embedding))
         return out / len(self.intercepts)
 
     @property
@@ -231,7 +237,8 @@ class SupervisedProbe:
         write_atomic(arrays_path, save_arrays)  # a kill or a full disk leaves no half-written detector
         meta = {"format": FORMAT, "kind": "density-probe", "model_identity": self.model_identity, "k": self.k,
                 "folds": len(self.intercepts), "auc": self.auc, "n_real": len(self.real_bank),
-                "n_synthetic": len(self.synthetic_bank), "features": self.feature_names[self.dim:],
+                "n_synthetic": len(self.synthetic_bank), "features": self.feature_names[self.dim * self.embedding:],
+                "embedding_features": self.embedding,
                 "generators": self.generators, "leave_one_generator_out": self.held_out,
                 "arrays": {"file": arrays_path.name, "sha256": _sha256(arrays_path)}}
         write_text_atomic(path, json.dumps(meta, indent=1))
@@ -273,10 +280,13 @@ class SupervisedProbe:
                 arrays = {name: np.asarray(npz[name]) for name in _ARRAYS}
         except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise DetectorProblem(f"{path}: {arrays_path.name} is not a detector's arrays ({exc})") from None
-        _check_arrays(arrays, k, path)
+        embedding = meta.get("embedding_features", True)
+        if not isinstance(embedding, bool):
+            raise DetectorProblem(f"{path}: embedding_features must be true or false")
+        _check_arrays(arrays, k, path, embedding)
         generators, held_out = _check_generators(meta.get("generators"), meta.get("leave_one_generator_out"), path)
         return cls(**{name: arrays[name] for name in _ARRAYS}, k=k, model_identity=identity, generators=generators,
-                   held_out=held_out)
+                   held_out=held_out, embedding=embedding)
 
 
 def _check_generators(generators: Any, held_out: Any, path: Path) -> tuple[list | None, list | None]:
@@ -297,7 +307,7 @@ def _check_generators(generators: Any, held_out: Any, path: Path) -> tuple[list 
 
 
 def leave_one_generator_out(real: np.ndarray, synthetic: dict[str, np.ndarray], seed: int = 0, k: int = DEFAULT_K,
-                            share: float = HELD_OUT_SHARE) -> list[dict[str, Any]]:
+                            share: float = HELD_OUT_SHARE, embedding: bool = True) -> list[dict[str, Any]]:
     """For each generator in turn: a detector fitted on the real items outside a held-out part
     (the first HELD_OUT_REAL of a seeded permutation) against every other generator, then scored
     on the held-out real items against the held-out generator: its AUC there, and its PACC estimate
@@ -309,7 +319,7 @@ def leave_one_generator_out(real: np.ndarray, synthetic: dict[str, np.ndarray], 
     out = []
     for name in synthetic:
         others = np.vstack([_matrix(synthetic[o], o) for o in synthetic if o != name])
-        probe = SupervisedProbe.fit(train, others, seed=seed, k=k)
+        probe = SupervisedProbe.fit(train, others, seed=seed, k=k, embedding=embedding)
         unseen = _matrix(synthetic[name], name)
         n_fake = min(len(unseen), int(round(share / (1 - share) * len(hold))))
         candidate = np.vstack([hold, unseen[:n_fake]])
@@ -321,13 +331,13 @@ def leave_one_generator_out(real: np.ndarray, synthetic: dict[str, np.ndarray], 
     return out
 
 
-def _check_arrays(a: dict[str, np.ndarray], k: int, path: Path) -> None:
+def _check_arrays(a: dict[str, np.ndarray], k: int, path: Path, embedding: bool = True) -> None:
     for name, value in a.items():
         kind = "i" if name.endswith("folds") else "f"
         if value.dtype.kind != kind or (kind == "f" and not np.all(np.isfinite(value))):
             raise DetectorProblem(f"{path}: array {name!r} must hold finite {'integers' if kind == 'i' else 'floats'}")
     d = a["real_bank"].shape[1] if a["real_bank"].ndim == 2 else -1
-    p = d + len(feature_names(("real", "synthetic")))
+    p = d * embedding + len(feature_names(("real", "synthetic")))
     shapes_ok = (a["real_bank"].ndim == 2 and a["synthetic_bank"].ndim == 2 and a["synthetic_bank"].shape[1] == d
                  and min(len(a["real_bank"]), len(a["synthetic_bank"])) > k
                  and a["real_folds"].shape == (len(a["real_bank"]),)

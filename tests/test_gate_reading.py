@@ -138,3 +138,20 @@ def test_detector_train_takes_several_generators_by_name(real_clip, tmp_path):
     same = CliRunner().invoke(main, [*args[:-2], "--synthetic", f"a={tmp_path / 'subspace.npy'}", "--synthetic",
                                      f"a={tmp_path / 'fingerprint.npy'}"])
     assert same.exit_code == 2 and "two generators are named 'a'" in same.output
+
+
+def test_density_only_detector_round_trips(real_clip, tmp_path):
+    pool = np.vstack([real_clip["food_train"], real_clip["food_test"]])
+    gen, lam = generator_families(pool[:1500], 3)["dropped_modes"]
+    probe = SupervisedProbe.fit(pool[1500:1900], gen.sample(300, lam), seed=3, embedding=False)
+    assert probe.coefs.shape[1] == len(probe.feature_names) == 6  # three log-distances against each bank
+    probe.save(tmp_path / "d.json")
+    loaded = SupervisedProbe.load(tmp_path / "d.json")
+    assert loaded.embedding is False
+    candidate = pool[1900:2100]
+    np.testing.assert_array_equal(loaded.scores(candidate), probe.scores(candidate))
+    meta = json.loads((tmp_path / "d.json").read_text())
+    meta["embedding_features"] = True  # the arrays then no longer fit: refused, not misread
+    (tmp_path / "d.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="inconsistent"):
+        SupervisedProbe.load(tmp_path / "d.json")
