@@ -155,3 +155,38 @@ def test_density_only_detector_round_trips(real_clip, tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(meta))
     with pytest.raises(Exception, match="inconsistent"):
         SupervisedProbe.load(tmp_path / "d.json")
+
+
+def test_disagreement_is_one_story_in_every_report_and_shows_the_items_behind_it(real_clip, tmp_path):
+    """The issue's third case: 300 reference-like photos plus 100 photos of other content (Flickr8k),
+    0% synthetic, a detector trained on one generator. Both guards fire: one sentence everywhere,
+    the share gates unknown (a fail), and the unexplained items are mostly the other photos."""
+    pool = np.vstack([real_clip["food_train"], real_clip["food_test"]])
+    pool = pool[np.random.default_rng(0).permutation(len(pool))]
+    gen, lam = generator_families(pool[:1500], 0)["dropped_modes"]
+    np.save(tmp_path / "ref.npy", pool[1500:2100])
+    np.save(tmp_path / "fake.npy", gen.sample(600, lam))
+    np.save(tmp_path / "cand.npy", np.vstack([pool[2100:2400], real_clip["flickr"][:100]]))
+    runner, common = CliRunner(), ["--embedding-model", "ViT-B-32"]
+    assert runner.invoke(main, ["detector", "train", "--real", str(tmp_path / "ref.npy"), "--synthetic",
+                                str(tmp_path / "fake.npy"), "-o", str(tmp_path / "d.json"), *common]).exit_code == 0
+    result = runner.invoke(main, ["scan", str(tmp_path / "ref.npy"), str(tmp_path / "cand.npy"), "--detector",
+                                  str(tmp_path / "d.json"), "-o", str(tmp_path / "rep"), "--no-items", *common],
+                           catch_exceptions=False)
+    assert result.exit_code == 1
+    out = tmp_path / "rep"
+    data = json.loads((out / "report.json").read_text())
+    assert data["synthetic_fraction"]["guards"] == {"generator_shift": True, "content_shift": True}
+    story = next(w for w in data["synthetic_fraction"]["warnings"] if w.startswith("estimates disagree"))
+    assert not any(w.startswith(("generator shift", "content shift")) for w in data["synthetic_fraction"]["warnings"])
+    gate = {g["metric"]: g for g in data["gates"]}["synthetic_fraction_lower"]
+    assert gate["unknown"] and gate["status"] == "fail" and "estimates disagree" in gate["message"]
+    flat = lambda text: " ".join(text.split())  # noqa: E731
+    import html as html_lib
+    assert story in flat(result.output)
+    assert story in flat((out / "report.md").read_text().replace("\\", ""))
+    assert story in flat(html_lib.unescape((out / "report.html").read_text()))
+    assert story in flat(html_lib.unescape((out / "junit.xml").read_text()))
+    other = {str(i) for i in range(300, 400)}  # the Flickr rows
+    keys = [item["key"].rsplit(":", 1)[-1].rsplit("/", 1)[-1] for item in data["unexplained"]]
+    assert keys and sum(k in other for k in keys) >= len(keys) / 2, keys
