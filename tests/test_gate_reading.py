@@ -117,6 +117,15 @@ def test_leave_one_generator_out_figures_equal_a_refit(real_clip, tmp_path):
     probe.save(tmp_path / "d.json")
     loaded = SupervisedProbe.load(tmp_path / "d.json")
     assert loaded.held_out == json.loads(json.dumps(probe.held_out)) and loaded.generators == probe.generators
+    np.testing.assert_array_equal(loaded.synthetic_labels, probe.synthetic_labels)
+    # The pooled adjustment assumes the training mix; the interval spans each generator's own
+    # adjustment, so a candidate from one generator alone is still covered.
+    for name in synthetic:
+        candidate = np.vstack([hold, synthetic[name][:60]])
+        estimate, _ = loaded.estimate(loaded.scores(candidate), n_boot=200)
+        for value in estimate.details["per_generator"].values():
+            assert estimate.lower <= value <= estimate.upper
+        assert estimate.lower <= 60 / len(candidate) <= estimate.upper
     assert "on a generator it had not seen, this detector recovered" in loaded.unseen_generator_note()
 
 
