@@ -200,7 +200,7 @@ def scan(
     from audit.items import items_problem
     from audit.metrics import clusters_problem, compare, knn_problem, pairs_problem
     from audit.stages import stage
-    from detectors.base import ModelMismatch
+    from detectors.base import FractionEstimate, ModelMismatch
     from detectors.fraction import FractionReport, estimate_fraction, gate_reading, share_problem
     from detectors.probe import SupervisedProbe
 
@@ -231,8 +231,11 @@ def scan(
         primary = "supervised" if probe is not None else "unsupervised"
         ranking = primary if _finite(fraction.estimates[primary].value) else "unsupervised"
         scores = fraction.item_scores.get(ranking)  # a detector that cannot separate ranks nothing
+        reading = gate_reading(fraction, probe is not None)  # never a number the tool has evidence against
         step("forecast: loops over generations")
-        forecast, measured, space = _forecast(policy.forecast, x, y, fraction.estimates[ranking], k, tail_q, seed)
+        # The forecast starts from the share the gates read, never from one they set aside.
+        share = fraction.estimates.get(reading.read) or FractionEstimate(math.nan, None, None, reading.why)
+        forecast, measured, space = _forecast(policy.forecast, x, y, share, k, tail_q, seed)
         stages.append(stage("forecast", None if forecast.available else forecast.summary["reason"]))
         item_summary = None
         if items is not None:
@@ -255,7 +258,6 @@ def scan(
                                     "every number in this report is meaningless; use real weights")
     unreadable = _unreadable(ref) + _unreadable(cand)
     values = {name: m["value"] for name, m in metrics.items()}
-    reading = gate_reading(fraction, probe is not None)  # never a number the tool has evidence against
     values.update({
         "synthetic_fraction": reading.value,
         "synthetic_fraction_lower": reading.lower,

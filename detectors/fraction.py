@@ -215,18 +215,18 @@ def gate_reading(report: FractionReport, with_detector: bool) -> GateReading:
         why = unsup.method if unsup is not None else "no estimate"
         return GateReading(nan, nan, "none", why)
     if not with_detector:
-        return GateReading(unsup.value, _lower(unsup), "unsupervised", "no detector: BBE's estimate and lower bound")
+        return GateReading(unsup.value, _bound(unsup), "unsupervised", "no detector: BBE's estimate and lower bound")
     sup = est["supervised"]
     if not np.isfinite(sup.value):
         return GateReading(nan, nan, "supervised", sup.method)
     if report.generator_shift and report.content_shift:
         return GateReading(nan, nan, "none", disagreement_story(sup, unsup))
     if report.generator_shift:
-        return GateReading(unsup.value, _lower(unsup), "unsupervised",
+        return GateReading(unsup.value, _bound(unsup), "unsupervised",
                            "generator shift: the detector finds clearly less than BBE, so it misses synthetic items "
                            "BBE sees; BBE's estimate and its valid lower bound")
     if report.content_shift:
-        return GateReading(sup.value, _lower(sup), "supervised",
+        return GateReading(sup.value, _bound(sup), "supervised",
                            "content shift: BBE's bound also counts real content the reference lacks; the detector's "
                            "estimate and interval")
     bbe_higher = _lower(unsup) > _lower(sup)
@@ -236,7 +236,13 @@ def gate_reading(report: FractionReport, with_detector: bool) -> GateReading:
 
 
 def _lower(e: FractionEstimate) -> float:
+    """The lower bound where there is one, else 0: what a max over several bounds may use."""
     return float(e.lower) if e.lower is not None and np.isfinite(e.lower) else 0.0
+
+
+def _bound(e: FractionEstimate) -> float:
+    """The lower bound a gate reads alone: unknown (NaN) where the estimate has none."""
+    return float(e.lower) if e.lower is not None else float("nan")
 
 
 def atypicality(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:

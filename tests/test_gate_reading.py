@@ -52,6 +52,15 @@ def test_disagreement_with_two_explanations_reads_unknown_and_fails():
     assert r.why.startswith("estimates disagree") and "retrain" in r.why and "extend" in r.why
 
 
+def test_an_estimate_without_a_bound_reads_unknown_not_zero():
+    """BBE with too few reference items for a bound gives no lower bound: the gate must not read 0."""
+    no_bound = report(0.2, 0.15, float("nan"), None)
+    assert fail_gate(gate_reading(no_bound, with_detector=False)) == "fail"  # unknown counts as a fail
+    assert np.isnan(gate_reading(no_bound, with_detector=False).lower)
+    assert np.isnan(gate_reading(report(0.2, 0.15, float("nan"), None, generator_shift=True), True).lower)
+    assert gate_reading(no_bound, with_detector=True).lower == 0.15  # the detector's bound still stands
+
+
 def test_content_shift_alone_reads_the_detector_and_no_detector_reads_bbe():
     r = gate_reading(report(0.05, 0.01, 0.4, 0.3, content_shift=True), with_detector=True)
     assert r.read == "supervised" and r.lower == 0.01  # BBE's bound counts the new real content
@@ -190,6 +199,8 @@ def test_disagreement_is_one_story_in_every_report_and_shows_the_items_behind_it
     assert not any(w.startswith(("generator shift", "content shift")) for w in data["synthetic_fraction"]["warnings"])
     gate = {g["metric"]: g for g in data["gates"]}["synthetic_fraction_lower"]
     assert gate["unknown"] and gate["status"] == "fail" and "estimates disagree" in gate["message"]
+    # The forecast starts from the share the gates read: none here, so no forecast from a doubted number.
+    assert not data["forecast"]["available"] and "estimates disagree" in data["forecast"]["summary"]["reason"]
     flat = lambda text: " ".join(text.split())  # noqa: E731
     import html as html_lib
     assert story in flat(result.output)
