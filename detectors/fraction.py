@@ -8,8 +8,8 @@
 
 Warnings instead of misleading numbers:
 - generator shift: the supervised estimate sits below BBE's by more than their joint uncertainty
-  (1.96 standard errors of the difference), so the candidate's synthetic items are not what the
-  detector was trained on. While both sets' real parts match, BBE's synthetic share can only err
+  (Z_SHIFT standard errors of the difference, BBE's by bootstrap), so the candidate's synthetic
+  items are not what the detector was trained on. While both sets' real parts match, BBE's synthetic share can only err
   low (synthetic items that look real stay in its top bin), so a supervised estimate clearly
   below it is too low. With content shift present too, the warning says it may explain part of
   the gap;
@@ -34,6 +34,10 @@ from detectors.probe import SupervisedProbe
 
 MIN_ITEMS = 200
 MIN_SYNTHETIC_TRAINING = 100
+# One-sided 1%: BBE's estimate is biased upward on a clean candidate (it takes the best of many
+# thresholds), so at 1.96 the guard still called 15% of all-real candidates shifted in one of
+# three simulated families; at 2.33 at most 5% (benchmarks/README.md, "generator-shift guard").
+Z_SHIFT = 2.326
 
 
 @dataclass
@@ -204,8 +208,9 @@ def gate_reading(report: FractionReport, with_detector: bool) -> GateReading:
     the reference lacks); the supervised bound is valid while the guards are quiet. So:
     - no detector: BBE's estimate and lower bound;
     - guards quiet: the supervised estimate, and the larger of the two lower bounds;
-    - generator shift alone (the detector finds clearly less than BBE): BBE's estimate and bound,
-      since the detector misses items BBE sees;
+    - generator shift alone (the detector finds clearly less than BBE): BBE's estimate, and the
+      lower bound unknown: the detector's bound is refuted and BBE's, valid but loose on small
+      sets, passed 45-75% of candidates 30% from an unseen generator;
     - content shift alone: the supervised estimate and bound (BBE's counts the new real content);
     - both: unknown (the disagreement story says how to resolve it), at the gates' severity."""
     est = report.estimates
@@ -222,9 +227,10 @@ def gate_reading(report: FractionReport, with_detector: bool) -> GateReading:
     if report.generator_shift and report.content_shift:
         return GateReading(nan, nan, "none", disagreement_story(sup, unsup))
     if report.generator_shift:
-        return GateReading(unsup.value, _bound(unsup), "unsupervised",
-                           "generator shift: the detector finds clearly less than BBE, so it misses synthetic items "
-                           "BBE sees; BBE's estimate and its valid lower bound")
+        return GateReading(unsup.value, nan, "unsupervised",
+                           f"generator shift: the detector finds clearly less than BBE, so it misses synthetic items "
+                           f"BBE sees; BBE's estimate, and no lower bound: BBE's (at least {_lower(unsup):.3f}) "
+                           "only floors a share the detector is known to miss")
     if report.content_shift:
         return GateReading(sup.value, _bound(sup), "supervised",
                            "content shift: BBE's bound also counts real content the reference lacks; the detector's "
@@ -251,13 +257,15 @@ def atypicality(reference_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return 1.0 - np.searchsorted(np.sort(reference_scores), scores, side="right") / len(reference_scores)
 
 
-def generator_shift(supervised: FractionEstimate, unsupervised: FractionEstimate, z: float = 1.96) -> str | None:
+def generator_shift(supervised: FractionEstimate, unsupervised: FractionEstimate, z: float = Z_SHIFT) -> str | None:
     """A warning when the supervised estimate is below BBE's by more than z standard errors of
     their difference, else None."""
     if not (np.isfinite(supervised.value) and np.isfinite(unsupervised.value)) or supervised.upper is None:
         return None
     se_sup = (supervised.upper - supervised.lower) / (2 * 1.96)  # from the bootstrap 95% interval
     se_unsup = float(unsupervised.details.get("se", 0.0))
+    if not np.isfinite(se_unsup):
+        return None
     gap = unsupervised.value - supervised.value
     if gap <= z * float(np.hypot(se_sup, se_unsup)):
         return None

@@ -83,6 +83,7 @@ class ReferenceSpace:
     centroids: np.ndarray  # k-means of the fit points
     labels: np.ndarray  # cluster of each fit point
     k: int
+    eval_rows: np.ndarray | None = None  # rows of the reference that became eval_points (the rest fit)
 
     @classmethod
     def fit(cls, reference: np.ndarray, dim: int, k: int = 5, eval_reference: int = 1000, n_clusters: int = 20,
@@ -95,7 +96,10 @@ class ReferenceSpace:
             raise ValueError(problem)
         dim = min(dim, x.shape[1], len(x) // 2 - 1)
         mean = x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        _, sv, vt = np.linalg.svd(x - mean, full_matrices=False)
+        # Axes without variance (constant pixels, a rank-deficient reference) carry nothing to
+        # forecast and would give the closed forms a zero variance: keep the informative ones.
+        dim = max(1, min(dim, int(np.count_nonzero(sv > 1e-6 * sv[0]))))
         components = vt[:dim]
         points = (x - mean) @ components.T
         order = np.random.default_rng(seed).permutation(len(points))
@@ -105,7 +109,11 @@ class ReferenceSpace:
         radii = knn_sq_radii(eval_points, k)
         clusters = kmeans(fit_points, n_clusters, seed)
         return cls(mean, components, fit_points, eval_points, radii, tail_indices(np.sqrt(radii), tail_q),
-                   clusters.centroids, clusters.labels, k)
+                   clusters.centroids, clusters.labels, k, np.sort(order[:n_eval]))
+
+    def project(self, items: np.ndarray) -> np.ndarray:
+        """Items of the reference's own space in the principal axes the stand-ins live in."""
+        return ((np.asarray(items, dtype=np.float64) - self.mean) @ self.components.T).astype(np.float32)
 
     @property
     def dim(self) -> int:
