@@ -581,12 +581,15 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
         if value is not None:  # a flag replaces the measured value and its interval
             inputs[key] = value
             inputs.pop(f"{key}_interval", None)
+    meaning = projector.inputs_meaning(measured) if measured else None
+    if meaning and lam is not None:
+        meaning.pop("lam_note", None)  # --lam replaced the measured lambda
     try:
         space = projector.ReferenceSpace.fit(reference_vectors, dim, seed=seed)
         loops = projector.LOOPS if loop == "all" else (loop,)
         forecasts = [projector.project(None, loop=lp, model=stand_in, generations=generations, runs=runs, seed=seed,
                                        threshold=threshold, space=space, search_fresh=lp == loops[0],
-                                       eval_size=eval_size, **inputs)
+                                       eval_size=eval_size, inputs_meaning=meaning, **inputs)
                      for lp in loops]
     except ValueError as exc:
         raise InputError(str(exc)) from None

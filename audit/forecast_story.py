@@ -16,6 +16,47 @@ def inputs_line(fc: dict[str, Any]) -> str:
             f"λ = {p['lam']:.3f}{_interval(p.get('lam_interval'))}, n = {p['n']:,} items a generation")
 
 
+def meaning_line(fc: dict[str, Any]) -> str | None:
+    """What the inputs say about the synthetic part, beyond p and lambda (None if nothing)."""
+    p = fc["params"]
+    meaning = p.get("inputs_meaning") or {}
+    parts = []
+    scores = meaning.get("synthetic_scores")
+    if scores:
+        parts.append(f"precision {scores['precision']:.2f}, recall {scores['recall']:.2f} against the reference "
+                     f"(a real sample of the same size: {scores['real_precision']:.2f}, {scores['real_recall']:.2f})")
+    part = meaning.get("synthetic_part")
+    if part:
+        parts.append(f"offset {part['offset']:.2f} of the reference's RMS spread, spread {part['spread_ratio']:.2f} of "
+                     "the reference's")
+    # Where lambda was matched to the recall, the moments' note is about a lambda not used.
+    notes = [n for n in (p.get("lam_source") and f"λ is {p['lam_source']}",
+                         None if p.get("lam_source") else meaning.get("lam_note")) if n]
+    if not parts and not notes:
+        return None
+    return "; ".join((["synthetic part: " + ", ".join(parts)] if parts else []) + notes)
+
+
+def trust_sentence() -> str:
+    """How well this forecast method agreed with real generative models retrained on their own
+    output (benchmarks/real_loops.py, summarised in audit/projector/real_loops.json)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent / "projector" / "real_loops.json"
+    try:
+        v = json.loads(path.read_text())
+        n = v["forecast_available"]
+        return (f"How far to trust it: against real loops ({' and '.join(v['families'])}; {v['settings']} loop and "
+                f"λ settings, 3 seeds, {v['date']}), this forecast's horizon was within one generation of the real "
+                f"one in {v['horizon_within_1']} of {n}, its relative recall within 0.10 of the real median at every "
+                f"generation in {v['recall_within_0.10']} of {n} (tail coverage: {v['tail_within_0.10']} of {n}), "
+                f"and the real median lay inside its 10-90% band at {v['inside_band']:.0%} of generations "
+                "(benchmarks/README.md, real loops)")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "How far to trust it: not checked against real loops in this installation (real_loops.json missing)"
+
+
 def sizes_line(fc: dict[str, Any]) -> str:
     p = fc["params"]
     return (f"{p['runs']} runs, {p['eval_size']} samples a run scored against {p['eval_reference']} held-out reference "
@@ -62,7 +103,8 @@ def summary_lines(fc: dict[str, Any]) -> list[str]:
         lines += [check_line(c) for c in fc.get("stand_in_checks", [])]
         return lines
     s = fc["summary"]
-    lines = [horizon_sentence(fc), "Inputs: " + inputs_line(fc) + ".",
+    meaning = meaning_line(fc)
+    lines = [horizon_sentence(fc), "Inputs: " + inputs_line(fc) + "." + (f" {meaning[0].upper()}{meaning[1:]}." if meaning else ""),
              f"Stand-in: {fc['model']}; " + "; ".join(check_line(c) for c in fc["stand_in_checks"]) + "."]
     if "warning" in s:
         lines.append("Warning: " + s["warning"] + ".")
@@ -81,6 +123,7 @@ def summary_lines(fc: dict[str, Any]) -> list[str]:
     elif adm.get("reason"):
         lines.append(f"Effective sample size: not defined ({adm['reason']}).")
     lines.append("Sizes: " + sizes_line(fc) + ".")
+    lines.append(trust_sentence() + ".")
     return lines
 
 

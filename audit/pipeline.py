@@ -235,7 +235,9 @@ def scan(
         step("forecast: loops over generations")
         # The forecast starts from the share the gates read, never from one they set aside.
         share = fraction.estimates.get(reading.read) or FractionEstimate(math.nan, None, None, reading.why)
-        forecast, measured, space = _forecast(policy.forecast, x, y, share, k, tail_q, seed)
+        flagged = fraction.item_scores.get("supervised") if reading.read == "supervised" else None
+        forecast, measured, space = _forecast(policy.forecast, x, y, share, k, tail_q, seed,
+                                              None if flagged is None else y[flagged >= 0.5])
         stages.append(stage("forecast", None if forecast.available else forecast.summary["reason"]))
         item_summary = None
         if items is not None:
@@ -363,10 +365,17 @@ def _index_recall(summary: dict[str, Any] | None) -> float:
     return min(v["recall"]["value"] for v in summary["index"].values())
 
 
-def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: float, seed: int):
+MIN_FLAGGED_FOR_RECALL = 50  # candidate items the detector calls synthetic, to score the synthetic part
+
+
+def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: float, seed: int,
+              flagged: np.ndarray | None = None):
     """The forecast at the inputs measured on this audit (p, lambda with intervals, n); with a
     reference too small for the stand-ins, or without a measured synthetic share, there is nothing
-    to forecast, and the report says why. Also the reference's principal space (None if too small)."""
+    to forecast, and the report says why. Also the reference's principal space (None if too small).
+    `flagged`: the candidate items the detector calls synthetic; with enough of them lambda is
+    matched to their recall (benchmarks/README.md, real loops: moments read guided samples as
+    lambda = 1), else it comes from the moments, where they define it."""
     from audit import projector
 
     too_small = projector.space_problem(x.shape, k)
@@ -375,11 +384,18 @@ def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: 
     if reason:
         return projector.Forecast.unavailable(settings.loop, reason), {"reason": reason}, space
     measured = projector.inputs_from_audit(x, y, estimate.value, (estimate.lower, estimate.upper), seed=seed)
+    recall = None
+    if flagged is not None and len(flagged) >= MIN_FLAGGED_FOR_RECALL:
+        real = x[np.setdiff1d(np.arange(len(x)), space.eval_rows)]
+        measured["synthetic_scores"] = projector.synthetic_scores(space, flagged, real, seed=seed)
+        scores = measured["synthetic_scores"]
+        recall = (scores["relative_recall"], *scores["relative_recall_interval"])
     forecast = projector.project(
         None, loop=settings.loop, model=settings.model, generations=settings.generations, runs=settings.runs,
         seed=seed, threshold=settings.threshold, space=space, k=k, eval_size=settings.eval_size,
         real_fraction=measured["real_fraction"], real_fraction_interval=measured["real_fraction_interval"],
-        lam=measured["lam"], lam_interval=measured["lam_interval"], n=measured["n"])
+        lam=measured["lam"], lam_interval=measured["lam_interval"], n=measured["n"], synthetic_recall=recall,
+        inputs_meaning=projector.inputs_meaning(measured))
     return forecast, measured, space
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from audit.metrics import frechet_distance  # noqa: E402
 from audit.balls import grouped_ball_membership  # noqa: E402
 from audit.projector.forecast import mad_horizon, project  # noqa: E402
-from audit.projector.inputs import inputs_from_audit  # noqa: E402
+from audit.projector.inputs import inputs_from_audit, synthetic_scores  # noqa: E402
 from audit.projector.loops import LOOPS  # noqa: E402
 from audit.projector.standins import ReferenceSpace  # noqa: E402
 
@@ -64,7 +65,7 @@ class Family:
 
 
 FAMILIES = {"digits": Family("digits", 500, 400, 256, 1500), "food-clip": Family("food-clip", 800, 500, 256, 1500)}
-TINY = {"digits": Family("digits", 300, 300, 128, 800), "food-clip": Family("food-clip", 400, 400, 128, 800)}
+TINY = {"digits": Family("digits", 300, 300, 256, 1000), "food-clip": Family("food-clip", 400, 400, 256, 1000)}
 
 
 def load(family: str) -> tuple[np.ndarray, np.ndarray]:
@@ -285,14 +286,21 @@ def relative(values: list[dict], baseline: list[dict], name: str) -> np.ndarray:
 
 
 def validate(families: list[str], loops: list[str], lams: list[float], generations: int, seeds: int, tiny: bool,
-             runs: int = 100, workers: int = 2) -> list[dict]:
+             runs: int = 100, workers: int = 2, cache: Path | None = None, lam_from: str = "recall",
+             model: str = "auto") -> list[dict]:
     """Every (family, loop, lambda): the real loops' relative curves beside the forecast's, made
-    from seed 0's generation-0 mixture."""
+    from seed 0's generation-0 mixture. `cache`: a pickle of the real loops' results by job, read
+    if there and written after (the real loops do not depend on the forecast method)."""
     from concurrent.futures import ProcessPoolExecutor
 
     jobs = [(f, tiny, seed, loops, lams, generations) for f in families for seed in range(seeds)]
+    cached = pickle.loads(cache.read_bytes()) if cache is not None and cache.exists() else {}
+    todo = [j for j in jobs if repr(j) not in cached]
     with ProcessPoolExecutor(workers) as pool:
-        results = dict(zip([(j[0], j[2]) for j in jobs], pool.map(world_runs, jobs)))
+        cached.update(zip(map(repr, todo), pool.map(world_runs, todo)))
+    if cache is not None:
+        cache.write_bytes(pickle.dumps(cached))
+    results = {(j[0], j[2]): cached[repr(j)] for j in jobs}
     rows = []
     for fam_name in families:
         family = (TINY if tiny else FAMILIES)[fam_name]
@@ -307,11 +315,17 @@ def validate(families: list[str], loops: list[str], lams: list[float], generatio
                 rel = {m: relative(real, baseline, m) for m in ("recall", "tail_coverage", "precision", "coverage")}
                 candidate, share = worlds[0]["mixtures"][(spec, lam)]
                 inputs = inputs_from_audit(x, candidate, share, seed=0)
+                synthetic = candidate[len(candidate) - int(round(share * len(candidate))):]
+                scores = synthetic_scores(space, synthetic, x[np.setdiff1d(np.arange(len(x)), space.eval_rows)])
                 forecast = project(None, loop=loop, real_fraction=inputs["real_fraction"], n=family.n,
                                    lam=inputs["lam"], lam_interval=tuple(inputs["lam_interval"]),
                                    generations=generations, runs=runs, seed=0, eval_size=family.eval_size,
-                                   space=space, search_fresh=False)
-                rows.append(compare(fam_name, spec, lam, inputs, real, rel, forecast))
+                                   space=space, search_fresh=False, model=model,
+                                   synthetic_recall=(scores["relative_recall"], *scores["relative_recall_interval"])
+                                   if lam_from == "recall" else None)
+                rows.append({**compare(fam_name, spec, lam, inputs, real, rel, forecast), "lam_from": lam_from,
+                             "synthetic_part": {k: np.round(v, 3).tolist() for k, v in scores.items()},
+                             "lam_used": round(forecast.params["lam"], 3)})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -343,6 +357,31 @@ def horizon_gap(row: dict) -> float:
         return float(h[1:]) + 1 if isinstance(h, str) else float(h)
 
     return abs(value(row["horizon_forecast"]) - value(row["horizon_real"]))
+
+
+FAMILY_NAMES = {"digits": "a class-conditional DDPM with classifier-free guidance on 8x8 digits",
+                "food-clip": "the same kind of diffusion model as a class prior over Food-101 CLIP embeddings"}
+
+
+def agreement(rows: list[dict]) -> dict:
+    """The validation in a few numbers: what the forecast's trust sentence quotes
+    (audit/projector/real_loops.json, read by `audit.forecast_story.trust_sentence`)."""
+    done = [r for r in rows if "horizon_real" in r]
+    inside = [r[f"{m}_inside_band"] for r in done for m in ("recall", "tail_coverage")]
+    return {"families": [FAMILY_NAMES[f] for f in dict.fromkeys(r["family"] for r in rows)],
+            "settings": len(rows), "forecast_available": len(done),
+            "horizon_within_1": sum(horizon_gap(r) <= 1 for r in done),
+            "recall_within_0.10": sum(r["recall_max_gap"] <= 0.10 for r in done),
+            "tail_within_0.10": sum(r["tail_coverage_max_gap"] <= 0.10 for r in done),
+            "inside_band": round(float(np.mean(inside)), 2) if inside else None,
+            "lam_from": rows[0].get("lam_from") if rows else None, "cpu": _cpu(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _cpu() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
 
 
 def table(rows: list[dict]) -> str:
@@ -395,11 +434,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="forecast Monte Carlo runs")
     parser.add_argument("--tiny", action="store_true", help="small models and sets (the test's reduced version)")
     parser.add_argument("--plot", type=Path, help="write the relative-recall curves here (svg or png)")
+    parser.add_argument("--lam-from", choices=("recall", "moments"), default="recall",
+                        help="the forecast's lambda: matched to the synthetic part's recall, or from moments")
+    parser.add_argument("--stand-in", default="auto", help="the forecast's stand-in (auto: the projector's choice)")
+    parser.add_argument("--write-agreement", type=Path,
+                        help="write the summary the forecast's trust sentence quotes (audit/projector/real_loops.json)")
+    parser.add_argument("--cache", type=Path, help="pickle of the real loops' results, reused across forecast changes")
     args = parser.parse_args()
     started = time.perf_counter()
     rows = validate(args.families.split(","), args.loops.split(","), [float(v) for v in args.lams.split(",")],
-                    args.generations, args.seeds, args.tiny, args.runs)
+                    args.generations, args.seeds, args.tiny, args.runs, cache=args.cache,
+                    lam_from=args.lam_from, model=args.stand_in)
     print(table(rows))
+    print(json.dumps(agreement(rows)))
+    if args.write_agreement:
+        args.write_agreement.write_text(json.dumps(agreement(rows), indent=1) + "\n")
     print(json.dumps({"total_seconds": round(time.perf_counter() - started, 1)}))
     if args.plot:
         plot(rows, args.plot)

@@ -27,7 +27,10 @@ class BiasedGaussian:
 @pytest.fixture(scope="module")
 def food(real_clip):
     x = real_clip["food_train"][np.random.default_rng(0).permutation(2000)]
-    return {"reference": x[:1000], "generator": x[1000:], "real": real_clip["food_test"]}
+    # food_test is sorted by class: its first rows are a few classes only, real content unlike the
+    # reference, which the offset of the "synthetic part" would rightly pick up. Shuffle it.
+    test = real_clip["food_test"][np.random.default_rng(1).permutation(len(real_clip["food_test"]))]
+    return {"reference": x[:1000], "generator": x[1000:], "real": test}
 
 
 def test_lambda_from_moments_inverts_the_mixture_spread():
@@ -55,3 +58,35 @@ def test_measured_p_and_lambda_on_food101_mixtures(food, p, lam):
     lo, hi = measured["lam_interval"]
     assert lo <= lam <= hi, measured
     assert measured["n"] == n
+
+
+class ShiftedGaussian(BiasedGaussian):
+    """MAD's Gaussian moved by `offset` times the reference's RMS spread along a random direction,
+    and scaled by `spread`: what classifier-free guidance does in CLIP space, not a shrink."""
+
+    def __init__(self, real, seed, offset: float, spread: float):
+        super().__init__(real, seed)
+        u = self.rng.standard_normal(len(self.mean))
+        self.mean = self.mean + offset * np.sqrt(np.trace(self.cov)) * u / np.linalg.norm(u)
+        self.spread = spread
+
+    def sample(self, n, lam=1.0):
+        return super().sample(n, self.spread)
+
+
+@pytest.mark.parametrize("offset, spread, measured", [(0.0, 0.6, True), (0.6, 0.6, False), (0.0, 1.6, False),
+                                                      (0.6, 1.0, False)])
+def test_a_shifted_synthetic_part_has_no_lambda_instead_of_a_clipped_one(food, offset, spread, measured):
+    """The synthetic part of a 50/50 mixture moved away from the reference, or spread more than it,
+    is not a shrunk copy of it: lambda is reported not measured (the old moments read a clipped 1.0
+    for offset 0.6, spread 0.6), and the offset and spread are read back from the moments."""
+    generator = ShiftedGaussian(food["generator"], seed=3, offset=offset, spread=spread)
+    candidate = np.vstack([food["real"][:250], generator.sample(250)])
+    got = inputs_from_audit(food["reference"], candidate, 0.5)
+    assert got["lam_measured"] is measured, got
+    part = got["synthetic_part"]
+    assert abs(part["offset"] - offset) <= 0.1 and abs(part["spread_ratio"] - (spread + 0.0)) <= 0.15, part
+    if measured:
+        assert abs(got["lam"] - spread) <= 0.1 and "spread ratio" in got["lam_note"]
+    else:
+        assert "not measured" in got["lam_note"] and got["lam_interval"] == [1.0, 1.0]

@@ -4,17 +4,18 @@
 - `standins`: the reference's PCA subspace and the generative stand-ins (gaussian, gmm, categorical);
 - `loops`: the loop models as a Monte Carlo, and the scoring of each generation;
 - `forecast`: a loop against its real-only baseline, the MAD horizon, admissibility;
-- `inputs`: p and lambda measured from an audit.
+- `inputs`: p and lambda measured from an audit, and the synthetic part described by what it is.
 """
 
 from audit.projector.closed_forms import FrechetForecast, SqrtDeficit, fresh_fixed_point, fresh_limit
 from audit.projector.forecast import Forecast, admissibility, check_stand_in, mad_horizon, project
-from audit.projector.inputs import inputs_from_audit, lambda_from_moments
+from audit.projector.inputs import inputs_from_audit, inputs_meaning, lambda_from_moments, synthetic_scores
 from audit.projector.loops import LOOPS, METRICS, evolve, simulate
 from audit.projector.standins import (MODELS, CategoricalStandIn, GaussianStandIn, MixtureStandIn, ReferenceSpace,
                                       make_stand_in, sample_stats, space_problem)
 
 __all__ = ["FrechetForecast", "SqrtDeficit", "fresh_fixed_point", "fresh_limit", "Forecast",
-           "admissibility", "check_stand_in", "mad_horizon", "project", "inputs_from_audit", "lambda_from_moments",
+           "admissibility", "check_stand_in", "mad_horizon", "project", "inputs_from_audit", "inputs_meaning", "lambda_from_moments",
+           "synthetic_scores",
            "LOOPS", "METRICS", "evolve", "simulate", "MODELS", "CategoricalStandIn", "GaussianStandIn",
            "MixtureStandIn", "ReferenceSpace", "make_stand_in", "sample_stats", "space_problem"]

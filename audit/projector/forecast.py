@@ -81,12 +81,19 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
             n: int = 1000, lam: float = 0.8, generations: int = 20, runs: int = 200, dim: int = 64, seed: int = 0,
             threshold: float = 0.9, eval_size: int = 200, k: int = 5, search_fresh: bool = True,
             space: ReferenceSpace | None = None, real_fraction_interval: tuple[float, float] | None = None,
-            lam_interval: tuple[float, float] | None = None) -> Forecast:
+            lam_interval: tuple[float, float] | None = None,
+            synthetic_recall: float | tuple[float, float, float] | None = None,
+            inputs_meaning: dict[str, Any] | None = None) -> Forecast:
     """Forecast the metrics over generations for one loop (see the module docstring).
 
     `real_fraction_interval` / `lam_interval`: 95% intervals of measured inputs; each run then
     draws its own p and lambda (normal, clipped to the interval's domain), widening the bands.
-    `eval_size` samples a run are scored against up to `eval_size` held-out reference points."""
+    `eval_size` samples a run are scored against up to `eval_size` held-out reference points.
+    `synthetic_recall`: the synthetic part's recall relative to a real sample of the same size
+    (`inputs.synthetic_scores`), alone or as (value, low, high) with its 95% interval; lambda is
+    then the sampling bias at which the chosen stand-in's output has that relative recall
+    (`lam_for_recall`; its interval from the recall's), replacing `lam` and its interval.
+    `inputs_meaning`: what the inputs say about the synthetic part, kept in `params`."""
     if loop not in LOOPS:
         raise ValueError(f"unknown loop '{loop}': use one of {', '.join(LOOPS)}")
     if model != "auto" and model not in MODELS:
@@ -109,6 +116,14 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
         return Forecast.unavailable(loop, reason, params, checks)
 
     stand_in = stand_ins[chosen]
+    if synthetic_recall is not None:
+        target, *ends = np.atleast_1d(np.asarray(synthetic_recall, dtype=np.float64)).tolist()
+        lam = lam_for_recall(space, stand_in, target, eval_size, seed)
+        lam_interval = tuple(sorted(lam_for_recall(space, stand_in, e, eval_size, seed) for e in ends)) or None
+        params.update(lam=lam, lam_interval=lam_interval, lam_source=f"the {chosen} stand-in's sampling bias at which "
+                      f"its output has the synthetic part's recall, {target:.3f} of a real sample's")
+    if inputs_meaning:
+        params["inputs_meaning"] = inputs_meaning
     p_runs = _draws(real_fraction, real_fraction_interval, runs, seed, 0, (0.0, 1.0))
     lam_runs = _draws(lam, lam_interval, runs, seed, 1, (1e-3, 1.0))
     values = simulate(space, stand_in, loop, p_runs, n, lam_runs, generations, runs, seed, eval_size)
@@ -129,6 +144,34 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
     return Forecast(loop, chosen, params, list(range(generations + 1)), summarise_runs(values),
                     summarise_runs(relative), {k_: v.tolist() for k_, v in baseline.items()}, summary, checks,
                     runs_values=values)
+
+
+def relative_recall(space: ReferenceSpace, stand_in, lam: float, size: int, seed: int) -> float:
+    """Recall of `size` samples of the stand-in's truth at sampling bias lambda, relative to that
+    of `size` held-out real fit points (the same random numbers for every lambda)."""
+    rng = np.random.default_rng([seed, 4])
+    size = min(size, len(space.fit_points), len(space.eval_points))
+    held_out = space.fit_points[rng.choice(len(space.fit_points), size, replace=False)]
+    samples = stand_in.sample(rng, stand_in.truth_state(), lam, size)
+    both = np.vstack([samples, held_out]).astype(np.float32)
+    b = grouped_ball_membership(space.eval_points, space.eval_sq_radii, both, size, space.k)
+    recall = b.ref_in_cand_ball.mean(axis=1)
+    return float(recall[0] / recall[1]) if recall[1] > 0 else float("nan")
+
+
+def lam_for_recall(space: ReferenceSpace, stand_in, target: float, size: int, seed: int, steps: int = 12) -> float:
+    """The sampling bias at which the stand-in's output has relative recall `target` (bisection
+    on a curve that falls as lambda falls; 1 when even lambda = 1 does not reach it)."""
+    lo, hi = 1e-3, 1.0
+    if relative_recall(space, stand_in, hi, size, seed) <= target:
+        return hi
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)  # geometric: the recall curve bends near 0
+        if relative_recall(space, stand_in, mid, size, seed) < target:
+            lo = mid
+        else:
+            hi = mid
+    return float(math.sqrt(lo * hi))
 
 
 def _draws(value: float, interval: tuple[float, float] | None, runs: int, seed: int, stream: int,

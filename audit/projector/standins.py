@@ -177,7 +177,7 @@ class MixtureStandIn:
         self.roots0 = [psd_sqrt(c) for c in self.cov0]
 
     def truth_state(self):
-        return {"w": self.w0, "mu": self.mu0, "cov": self.cov0}
+        return {"w": self.w0, "mu": self.mu0, "cov": self.cov0, "root": np.array(self.roots0)}
 
     def truth_moments(self):
         return self.output_moments(self.truth_state(), 1.0)
@@ -202,11 +202,16 @@ class MixtureStandIn:
             if counts[j] >= 2:
                 total, mean, scatter = pool(p)
                 mus[j], covs[j] = mean, scatter / total
-        return {"w": weights / weights.sum(), "mu": mus, "cov": covs}
+        # Each component's square root once per fit: sqrt(lam C) = sqrt(lam) sqrt(C) for every lambda
+        # (one eigendecomposition per component a generation, not one per draw).
+        roots = np.array([psd_sqrt(c) if counts[j] >= 2 else self.roots0[j] for j, c in enumerate(covs)])
+        return {"w": weights / weights.sum(), "mu": mus, "cov": covs, "root": roots}
 
     def synthetic_stats(self, rng, state, lam, n):
-        roots = [psd_sqrt(lam * c) for c in state["cov"]]
-        return self._groups(rng, state["w"], state["mu"], roots, n)
+        return self._groups(rng, state["w"], state["mu"], math.sqrt(lam) * self._roots(state), n)
+
+    def _roots(self, state):
+        return state["root"] if "root" in state else np.array([psd_sqrt(c) for c in state["cov"]])
 
     def output_moments(self, state, lam):
         w, mu = state["w"], state["mu"]
@@ -216,10 +221,11 @@ class MixtureStandIn:
 
     def sample(self, rng, state, lam, m):
         comp = rng.choice(len(state["w"]), size=m, p=state["w"])
+        roots = self._roots(state)
         out = np.empty((m, state["mu"].shape[1]))
         for j in np.unique(comp):
             rows = comp == j
-            out[rows] = state["mu"][j] + rng.standard_normal((rows.sum(), out.shape[1])) @ psd_sqrt(lam * state["cov"][j]).T
+            out[rows] = state["mu"][j] + math.sqrt(lam) * rng.standard_normal((rows.sum(), out.shape[1])) @ roots[j].T
         return out
 
     def alive(self, state):
