@@ -296,7 +296,11 @@ def validate(families: list[str], loops: list[str], lams: list[float], generatio
     jobs = [(f, tiny, seed, loops, lams, generations) for f in families for seed in range(seeds)]
     cached = pickle.loads(cache.read_bytes()) if cache is not None and cache.exists() else {}
     todo = [j for j in jobs if repr(j) not in cached]
-    with ProcessPoolExecutor(workers) as pool:
+    # spawn, not fork: a forked child of a process whose BLAS/OpenMP/torch threads already run
+    # can deadlock (it did, inside the full test suite).
+    import multiprocessing
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         cached.update(zip(map(repr, todo), pool.map(world_runs, todo)))
     if cache is not None:
         cache.write_bytes(pickle.dumps(cached))
