@@ -228,7 +228,11 @@ def test_project_command(tmp_path, real_clip):
     assert code == 0, output
     data = json.loads(output)
     assert 0.3 < data["measured"]["real_fraction"] < 0.8 and data["inputs"]["n"] == 300
-    assert data["measured"]["lam"] < 1.0  # the synthetic part is less spread out
+    # The synthetic part is less spread out and shifted (by 2.5, about 0.3 of the RMS spread): its
+    # spread ratio is read below 1, and lambda is either measured below 1 or said to be not measured.
+    measured = data["measured"]
+    assert measured["synthetic_part"]["spread_ratio"] < 1.0, measured
+    assert measured["lam"] < 1.0 if measured["lam_measured"] else "not measured" in measured["lam_note"], measured
 
 
 def test_project_stand_in_option_does_not_clash_with_the_embedder_model(tmp_path, real_clip):
