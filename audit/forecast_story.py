@@ -29,6 +29,14 @@ def meaning_line(fc: dict[str, Any]) -> str | None:
     if part:
         parts.append(f"offset {part['offset']:.2f} of the reference's RMS spread, spread {part['spread_ratio']:.2f} of "
                      "the reference's")
+    sep = p.get("separation")
+    if sep and sep.get("modelled"):
+        carried = ("the forecast pushes each generation's output apart by it" if sep["used"] > 1 else
+                   "drawn toward the centre: a shrink, which λ carries")
+        parts.append(f"separation {sep['value']:.2f}{_interval(sep['interval'])} (its clusters' means "
+                     f"from the reference's centre, 1 = as the reference; {carried})")
+    elif sep:
+        parts.append(sep["note"])
     # Where lambda was matched to the recall, the moments' note is about a lambda not used.
     notes = [n for n in (p.get("lam_source") and f"λ is {p['lam_source']}",
                          None if p.get("lam_source") else meaning.get("lam_note")) if n]

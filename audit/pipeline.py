@@ -374,8 +374,9 @@ def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: 
     reference too small for the stand-ins, or without a measured synthetic share, there is nothing
     to forecast, and the report says why. Also the reference's principal space (None if too small).
     `flagged`: the candidate items the detector calls synthetic; with enough of them lambda is
-    matched to their recall (benchmarks/README.md, real loops: moments read guided samples as
-    lambda = 1), else it comes from the moments, where they define it."""
+    matched to their recall and their separation is carried by the forecast (benchmarks/README.md,
+    real loops: moments read guided samples as lambda = 1, and guidance pushes classes apart),
+    else lambda comes from the moments, where they define it."""
     from audit import projector
 
     too_small = projector.space_problem(x.shape, k)
@@ -384,8 +385,9 @@ def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: 
     if reason:
         return projector.Forecast.unavailable(settings.loop, reason), {"reason": reason}, space
     measured = projector.inputs_from_audit(x, y, estimate.value, (estimate.lower, estimate.upper), seed=seed)
-    recall = None
+    recall, synthetic_items = None, None
     if flagged is not None and len(flagged) >= MIN_FLAGGED_FOR_RECALL:
+        synthetic_items = flagged
         real = x[np.setdiff1d(np.arange(len(x)), space.eval_rows)]
         measured["synthetic_scores"] = projector.synthetic_scores(space, flagged, real, seed=seed)
         scores = measured["synthetic_scores"]
@@ -395,7 +397,7 @@ def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: 
         seed=seed, threshold=settings.threshold, space=space, k=k, eval_size=settings.eval_size,
         real_fraction=measured["real_fraction"], real_fraction_interval=measured["real_fraction_interval"],
         lam=measured["lam"], lam_interval=measured["lam_interval"], n=measured["n"], synthetic_recall=recall,
-        inputs_meaning=projector.inputs_meaning(measured))
+        synthetic_items=synthetic_items, inputs_meaning=projector.inputs_meaning(measured))
     return forecast, measured, space
 
 

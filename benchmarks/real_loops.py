@@ -287,7 +287,7 @@ def relative(values: list[dict], baseline: list[dict], name: str) -> np.ndarray:
 
 def validate(families: list[str], loops: list[str], lams: list[float], generations: int, seeds: int, tiny: bool,
              runs: int = 100, workers: int = 2, cache: Path | None = None, lam_from: str = "recall",
-             model: str = "auto") -> list[dict]:
+             model: str = "auto", separation: bool = True) -> list[dict]:
     """Every (family, loop, lambda): the real loops' relative curves beside the forecast's, made
     from seed 0's generation-0 mixture. `cache`: a pickle of the real loops' results by job, read
     if there and written after (the real loops do not depend on the forecast method)."""
@@ -326,10 +326,13 @@ def validate(families: list[str], loops: list[str], lams: list[float], generatio
                                    generations=generations, runs=runs, seed=0, eval_size=family.eval_size,
                                    space=space, search_fresh=False, model=model,
                                    synthetic_recall=(scores["relative_recall"], *scores["relative_recall_interval"])
-                                   if lam_from == "recall" else None)
+                                   if lam_from == "recall" else None,
+                                   synthetic_items=synthetic if separation else None)
+                sep = forecast.params.get("separation") or {}
                 rows.append({**compare(fam_name, spec, lam, inputs, real, rel, forecast), "lam_from": lam_from,
                              "synthetic_part": {k: np.round(v, 3).tolist() for k, v in scores.items()},
-                             "lam_used": round(forecast.params["lam"], 3)})
+                             "lam_used": round(forecast.params["lam"], 3),
+                             "separation": round(sep["value"], 3) if sep.get("modelled") else None})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -443,12 +446,14 @@ def main() -> None:
     parser.add_argument("--stand-in", default="auto", help="the forecast's stand-in (auto: the projector's choice)")
     parser.add_argument("--write-agreement", type=Path,
                         help="write the summary the forecast's trust sentence quotes (audit/projector/real_loops.json)")
+    parser.add_argument("--no-separation", action="store_true",
+                        help="leave the synthetic part's separation out of the forecast (the previous method)")
     parser.add_argument("--cache", type=Path, help="pickle of the real loops' results, reused across forecast changes")
     args = parser.parse_args()
     started = time.perf_counter()
     rows = validate(args.families.split(","), args.loops.split(","), [float(v) for v in args.lams.split(",")],
                     args.generations, args.seeds, args.tiny, args.runs, cache=args.cache,
-                    lam_from=args.lam_from, model=args.stand_in)
+                    lam_from=args.lam_from, model=args.stand_in, separation=not args.no_separation)
     print(table(rows))
     print(json.dumps(agreement(rows)))
     if args.write_agreement:

@@ -107,10 +107,21 @@ def _forecast_agrees_with_the_truth(out, data, paths, truth):
     real = ref.vectors[np.setdiff1d(np.arange(len(ref.vectors)), space.eval_rows)]
     truth_scores = synthetic_scores(space, synthetic, real)
     assert truth_scores["recall"] <= scores["recall"] <= truth_scores["real_recall"], (truth_scores, scores)
+    # Their separation (how far apart they hold the stand-in's components) lies, like their recall,
+    # between the true synthetic items' and a real sample's (1), to within the intervals.
+    from audit.projector import make_stand_in, measure_separation
+
+    sep = fc["params"]["separation"]
+    if sep["modelled"]:
+        truth_sep = measure_separation(space, make_stand_in(fc["model"], space, 0), synthetic)
+        slack = max(sep["interval"][1] - sep["value"], truth_sep["interval"][1] - truth_sep["value"])
+        assert min(truth_sep["value"], 1) - slack <= sep["value"] <= max(truth_sep["value"], 1) + slack, (truth_sep, sep)
+        assert sep["used"] == max(sep["value"], 1.0)
     for name in ("md", "html"):
         text = open(paths[name]).read().replace("\\", "")  # Markdown escapes its markup characters
         assert "n_e = " in text and "worth" in text and "MAD horizon" in text
         assert "How far to trust it: against real loops" in text and "Synthetic part: precision" in text
+        assert "separation" in text
 
 
 def test_detector_train_refuses_a_detector_that_cannot_separate(tmp_path, real_clip):

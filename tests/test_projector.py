@@ -324,3 +324,34 @@ def test_package_level_api(food_space):
     fc = audit.project(None, loop="accumulate", generations=1, runs=3, space=food_space, search_fresh=False)
     assert fc.loop == "accumulate" and "recall" in fc.to_dict()["relative"]
     assert callable(audit.compare)
+
+
+def test_a_separation_compounds_generation_after_generation():
+    """Brute force against the algebra: refitted on its own separated output (known components,
+    n so large that sampling error is small), each component mean moves to
+    m + gamma^t (mu_j - m) after t generations and the mixture's mean m stays."""
+    from audit.projector import ReferenceSpace, evolve, make_stand_in
+
+    x = np.random.default_rng(0).standard_normal((600, 6)) + np.repeat(np.eye(6) * 4, 100, axis=0)
+    space = ReferenceSpace.fit(x, 6, eval_reference=200, seed=0)
+    gmm = make_stand_in("gmm", space, 0)
+    n, gamma, generations = 2_000_000, 1.4, 3
+    states = [list(s) for s in evolve(gmm, "fully_synthetic", np.zeros(1), n, np.ones(1), generations,
+                                      np.random.default_rng(1), np.full(1, gamma))]  # evolve reuses its list
+    first = states[0][0]
+    centre = first["w"] @ first["mu"]
+    for t, (state,) in enumerate(states):
+        expected = centre + gamma ** t * (first["mu"] - centre)
+        # each mean's sampling error compounds with the push: at most sum_s gamma^s of one fit's
+        se = np.sqrt(np.trace(first["cov"], axis1=1, axis2=2) / (n * first["w"])) * sum(gamma ** s for s in range(t + 1))
+        assert np.all(np.linalg.norm(state["mu"] - expected, axis=1) <= 6 * se), t
+        assert np.linalg.norm(state["w"] @ state["mu"] - centre) <= 6 * se.max()
+
+
+def test_the_categorical_stand_in_refuses_a_separation():
+    from audit.projector import ReferenceSpace, make_stand_in
+
+    x = np.random.default_rng(0).standard_normal((300, 4))
+    cat = make_stand_in("categorical", ReferenceSpace.fit(x, 4, eval_reference=100, seed=0), 0)
+    with pytest.raises(ValueError, match="cannot move its clusters"):
+        cat.synthetic_stats(np.random.default_rng(0), cat.truth_state(), 1.0, 10, separation=1.5)

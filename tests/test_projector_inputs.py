@@ -90,3 +90,35 @@ def test_a_shifted_synthetic_part_has_no_lambda_instead_of_a_clipped_one(food, o
         assert abs(got["lam"] - spread) <= 0.1 and "spread ratio" in got["lam_note"]
     else:
         assert "not measured" in got["lam_note"] and got["lam_interval"] == [1.0, 1.0]
+
+
+def _push_classes(x: np.ndarray, y: np.ndarray, gamma: float) -> np.ndarray:
+    """Every item moved with its class: class means pushed from the overall mean by gamma (what
+    classifier-free guidance does to class means), each class's own spread kept."""
+    out = np.asarray(x, dtype=np.float64).copy()
+    centre = out.mean(axis=0)
+    for c in np.unique(y):
+        out[y == c] += (gamma - 1) * (out[y == c].mean(axis=0) - centre)
+    return out.astype(np.float32)
+
+
+def test_separation_reads_classes_pushed_apart_and_one_on_real_items(real_clip):
+    """The separation is measured on the stand-in's own components, the push here is made on the
+    photos' real classes (labels the measurement never sees): held-out real photos read 1 (to
+    within the few percent that items outside the principal axes' fit lose: 0.97 measured),
+    pushed classes read above 1, more for a larger push, with intervals that exclude 1."""
+    from audit.projector import ReferenceSpace, make_stand_in, measure_separation
+
+    order = np.random.default_rng(0).permutation(2000)
+    x, y = real_clip["food_train"][order], real_clip["food_train_y"][order]
+    space = ReferenceSpace.fit(x[:1500], 64, eval_reference=500, seed=0)
+    gmm = make_stand_in("gmm", space, 0)
+    test, labels = x[1500:], y[1500:]
+    real = measure_separation(space, gmm, test)
+    assert real["modelled"] and abs(real["value"] - 1) < 0.1 and real["interval"][1] > 0.9, real
+    readings = {g: measure_separation(space, gmm, _push_classes(test, labels, g)) for g in (1.5, 2.0)}
+    assert readings[1.5]["interval"][0] > 1.1 and readings[2.0]["value"] > readings[1.5]["interval"][1]
+    # Components are not classes: the reading is the share of the push the components see, never more.
+    assert readings[2.0]["value"] <= 2.0 + (readings[2.0]["interval"][1] - readings[2.0]["value"])
+    # Stand-ins without components say they cannot carry it.
+    assert measure_separation(space, make_stand_in("gaussian", space, 0), test)["modelled"] is False

@@ -7,7 +7,9 @@ generation, sampling bias lambda in (0, 1]:
 - fresh: p n new real items each generation plus (1 - p) n samples of generation t;
 - accumulate: everything is kept: the n real items and n samples of every past generation.
 
-p and lambda may differ per run (drawn from the measured inputs' intervals), which is how their
+A generation's output also carries the stand-in's `separation` (component means pushed apart,
+see standins.py; 1 = none), applied where lambda is: to the samples fed to the next generation.
+p, lambda and the separation may differ per run (drawn from the measured inputs' intervals), which is how their
 uncertainty reaches the forecast's bands. Three seeded streams keep runs comparable across
 settings: one trains the models, one samples the scoring sets, one draws per-run inputs; so the
 same seed gives the same generation 0 in every setting.
@@ -22,6 +24,7 @@ from audit.metrics import psd_sqrt
 from audit.projector.standins import ReferenceSpace
 
 LOOPS = ("fully_synthetic", "augment", "fresh", "accumulate")
+MAX_SEPARATION = 10.0  # a separation beyond this is not a generator's bias but a broken measurement
 METRICS = ("precision", "recall", "coverage", "tail_coverage", "clusters_alive", "fd_model", "fd_output")
 
 
@@ -33,28 +36,30 @@ def per_run(value, runs: int, name: str, lo: float, hi: float, lo_open: bool = F
 
 
 def simulate(space: ReferenceSpace, stand_in, loop: str, real_fraction, n: int, lam, generations: int, runs: int,
-             seed: int, eval_size: int) -> dict[str, np.ndarray]:
+             seed: int, eval_size: int, separation=1.0) -> dict[str, np.ndarray]:
     """Run the Monte Carlo; returns metric name -> (runs, generations + 1) values.
-    `real_fraction` and `lam`: one value, or one per run."""
+    `real_fraction`, `lam` and `separation`: one value, or one per run."""
     if loop not in LOOPS:
         raise ValueError(f"unknown loop '{loop}': use one of {', '.join(LOOPS)}")
     p = per_run(real_fraction, runs, "real_fraction", 0, 1)
     lam = per_run(lam, runs, "lambda", 0, 1, lo_open=True)
+    separation = per_run(separation, runs, "separation", 0, MAX_SEPARATION, lo_open=True)
     if n < 2 or generations < 0 or runs < 1 or eval_size <= space.k:
         raise ValueError("need n >= 2, generations >= 0, runs >= 1 and eval_size > k")
     train_rng, score_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     values = {name: np.empty((runs, generations + 1)) for name in METRICS}
     mu0, cov0 = stand_in.truth_moments()
     truth = (mu0, cov0, psd_sqrt(cov0))
-    for t, states in enumerate(evolve(stand_in, loop, p, n, lam, generations, train_rng)):
-        score(space, stand_in, states, lam, eval_size, score_rng, values, t, truth)
+    for t, states in enumerate(evolve(stand_in, loop, p, n, lam, generations, train_rng, separation)):
+        score(space, stand_in, states, lam, eval_size, score_rng, values, t, truth, separation)
     return values
 
 
 def evolve(stand_in, loop: str, real_fraction: np.ndarray, n: int, lam: np.ndarray, generations: int,
-           rng: np.random.Generator):
+           rng: np.random.Generator, separation: np.ndarray | None = None):
     """Yield the list of per-run model states for generations 0..generations."""
     runs = len(real_fraction)
+    separation = np.ones(runs) if separation is None else separation
     n_real = np.rint(real_fraction * n).astype(int) if loop in ("augment", "fresh") else np.zeros(runs, int)
     n_syn = n - n_real
     states = [stand_in.initial(rng, n) for _ in range(runs)]
@@ -66,7 +71,8 @@ def evolve(stand_in, loop: str, real_fraction: np.ndarray, n: int, lam: np.ndarr
         if t == generations:
             return
         for r in range(runs):
-            synthetic = [stand_in.synthetic_stats(rng, states[r], lam[r], int(n_syn[r]))] if n_syn[r] else []
+            synthetic = [stand_in.synthetic_stats(rng, states[r], lam[r], int(n_syn[r]),
+                                                   separation[r])] if n_syn[r] else []
             if loop == "fully_synthetic":
                 groups = synthetic
             elif loop == "augment":
@@ -80,7 +86,7 @@ def evolve(stand_in, loop: str, real_fraction: np.ndarray, n: int, lam: np.ndarr
 
 
 def score(space: ReferenceSpace, stand_in, states, lam: np.ndarray, eval_size: int, rng: np.random.Generator,
-          values: dict[str, np.ndarray], t: int, truth) -> None:
+          values: dict[str, np.ndarray], t: int, truth, separation: np.ndarray | None = None) -> None:
     """Score generation t of every run: `eval_size` samples of the fitted model against the
     held-out reference points (as the metrics engine scores a candidate), and the FD to the
     stand-in's truth of the fitted model (MAD's convention) and of its biased output. The
@@ -96,8 +102,9 @@ def score(space: ReferenceSpace, stand_in, states, lam: np.ndarray, eval_size: i
     centroids = space.centroids.astype(np.float32)  # few: a plain argmin beats an index
     nearest = np.argmin(np.einsum("ij,ij->i", centroids, centroids)[None, :] - 2 * samples @ centroids.T,
                         axis=1).reshape(runs, eval_size)
-    for name, bias in (("fd_model", np.ones(runs)), ("fd_output", lam)):
-        moments = [stand_in.output_moments(state, bias[r]) for r, state in enumerate(states)]
+    separation = np.ones(runs) if separation is None else separation
+    for name, bias, apart in (("fd_model", np.ones(runs), np.ones(runs)), ("fd_output", lam, separation)):
+        moments = [stand_in.output_moments(state, bias[r], apart[r]) for r, state in enumerate(states)]
         values[name][:, t] = frechet_to_truth(truth, np.array([m[0] for m in moments]), np.array([m[1] for m in moments]))
     for r, state in enumerate(states):
         alive = stand_in.alive(state)
