@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from audit.balls import grouped_ball_membership
 from audit.index import as_float32_matrix
 from audit.limits import check_forecast
 from audit.projector.closed_forms import FrechetForecast
@@ -67,10 +66,7 @@ def check_stand_in(space: ReferenceSpace, model: str | Any, size: int, seed: int
     size = min(size, len(space.fit_points), len(space.eval_points))
     samples = stand_in.sample(rng, stand_in.truth_state(), 1.0, size)
     held_out = space.fit_points[rng.choice(len(space.fit_points), size, replace=False)]
-    both = np.vstack([samples, held_out]).astype(np.float32)
-    b = grouped_ball_membership(space.eval_points, space.eval_sq_radii, both, size, space.k)
-    precision = (b.cand_ball_counts.reshape(2, size) > 0).mean(axis=1)
-    recall = b.ref_in_cand_ball.mean(axis=1)
+    precision, recall = space.precision_recall(samples, held_out)
     gap = max(abs(precision[0] - precision[1]), abs(recall[0] - recall[1]))
     return {"model": stand_in.name, "size": int(size), "precision": float(precision[0]), "recall": float(recall[0]),
             "held_out_precision": float(precision[1]), "held_out_recall": float(recall[1]),
@@ -174,9 +170,7 @@ def relative_recall(space: ReferenceSpace, stand_in, lam: float, size: int, seed
     size = min(size, len(space.fit_points), len(space.eval_points))
     held_out = space.fit_points[rng.choice(len(space.fit_points), size, replace=False)]
     samples = stand_in.sample(rng, stand_in.truth_state(), lam, size, separation)
-    both = np.vstack([samples, held_out]).astype(np.float32)
-    b = grouped_ball_membership(space.eval_points, space.eval_sq_radii, both, size, space.k)
-    recall = b.ref_in_cand_ball.mean(axis=1)
+    _, recall = space.precision_recall(samples, held_out)
     return float(recall[0] / recall[1]) if recall[1] > 0 else float("nan")
 
 

@@ -107,15 +107,10 @@ def inputs_from_audit(reference: np.ndarray, candidate: np.ndarray, synthetic_sh
 def synthetic_scores(space, synthetic: np.ndarray, real: np.ndarray, seed: int = 0) -> dict[str, float]:
     """The synthetic part scored as a candidate against the forecast space's held-out eval points,
     beside a real sample of the same size: precision, recall and recall relative to the real's."""
-    from audit.balls import grouped_ball_membership
-
     rng = np.random.default_rng([seed, 5])
     size = min(len(synthetic), len(real), len(space.eval_points))
     pick = [x[rng.choice(len(x), size, replace=False)] for x in (synthetic, real)]
-    both = np.vstack([space.project(x) for x in pick])
-    b = grouped_ball_membership(space.eval_points, space.eval_sq_radii, both, size, space.k)
-    precision = (b.cand_ball_counts.reshape(2, size) > 0).mean(axis=1)
-    recall = b.ref_in_cand_ball.mean(axis=1)
+    precision, recall = space.precision_recall(*(space.project(x) for x in pick))
     ratio = float(recall[0] / recall[1]) if recall[1] else float("nan")
     # The ratio's 95% interval: both recalls are shares of the same eval points (delta method on
     # the log ratio, binomial variances, the two taken as independent: a little wide).

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.balls import knn_sq_radii
+from audit.balls import grouped_ball_membership, knn_sq_radii
 from audit.metrics import psd_sqrt, tail_indices
 
 MODELS = ("gaussian", "gmm", "categorical")
@@ -120,6 +120,14 @@ class ReferenceSpace:
     def project(self, items: np.ndarray) -> np.ndarray:
         """Items of the reference's own space in the principal axes the stand-ins live in."""
         return ((np.asarray(items, dtype=np.float64) - self.mean) @ self.components.T).astype(np.float32)
+
+    def precision_recall(self, *sets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Precision and recall of each of several equal-size sets of points (in these axes),
+        scored as candidates against the eval points: one batched membership for all of them."""
+        size = len(sets[0])
+        both = np.vstack(sets).astype(np.float32)
+        b = grouped_ball_membership(self.eval_points, self.eval_sq_radii, both, size, self.k)
+        return (b.cand_ball_counts.reshape(len(sets), size) > 0).mean(axis=1), b.ref_in_cand_ball.mean(axis=1)
 
     @property
     def dim(self) -> int:
