@@ -120,5 +120,9 @@ def test_separation_reads_classes_pushed_apart_and_one_on_real_items(real_clip):
     assert readings[1.5]["interval"][0] > 1.1 and readings[2.0]["value"] > readings[1.5]["interval"][1]
     # Components are not classes: the reading is the share of the push the components see, never more.
     assert readings[2.0]["value"] <= 2.0 + (readings[2.0]["interval"][1] - readings[2.0]["value"])
+    # Beyond what the loops accept (a push of 30 reads above MAX_SEPARATION = 10): said unmeasured,
+    # never a value that would stop the forecast.
+    far = measure_separation(space, gmm, _push_classes(test, labels, 30.0))
+    assert far["modelled"] is False and "not measured" in far["note"], far
     # Stand-ins without components say they cannot carry it.
     assert measure_separation(space, make_stand_in("gaussian", space, 0), test)["modelled"] is False

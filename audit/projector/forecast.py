@@ -200,8 +200,9 @@ def measure_separation(space: ReferenceSpace, stand_in, synthetic: np.ndarray, s
     nearest component does to any new sample cancels. The real sample is the eval points: like the
     synthetic part, items the stand-in was not fitted to (its own fit points read closer to 1).
     Items outside the principal axes' fit read a few percent low (0.97 on held-out Food-101
-    photos), which no reference item can show: the separation is good to about 0.05. 95% interval from a
-    bootstrap of both sets. `modelled`: whether the stand-in's output can carry it."""
+    photos), which no reference item can show: the separation is good to about 0.05. 95% interval
+    from a bootstrap of both sets. `modelled`: whether the stand-in's output can carry it (False,
+    with a note, also when it reads nothing finite in (0, MAX_SEPARATION])."""
     if not hasattr(stand_in, "separation_of"):
         return {"value": None, "interval": None, "modelled": False,
                 "note": f"the {stand_in.name} stand-in has no components to push apart: separation not modelled"}
@@ -209,9 +210,15 @@ def measure_separation(space: ReferenceSpace, stand_in, synthetic: np.ndarray, s
     points = space.project(synthetic).astype(np.float64)
     size = min(len(points), len(space.eval_points))
     real = space.eval_points[rng.choice(len(space.eval_points), size, replace=False)].astype(np.float64)
-    value = stand_in.separation_of(points) / stand_in.separation_of(real)
-    boots = [stand_in.separation_of(points[rng.integers(len(points), size=len(points))])
-             / stand_in.separation_of(real[rng.integers(size, size=size)]) for _ in range(SEPARATION_BOOTSTRAPS)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = stand_in.separation_of(points) / stand_in.separation_of(real)
+        boots = [stand_in.separation_of(points[rng.integers(len(points), size=len(points))])
+                 / stand_in.separation_of(real[rng.integers(size, size=size)]) for _ in range(SEPARATION_BOOTSTRAPS)]
+    if not (np.isfinite(value) and np.all(np.isfinite(boots)) and 0 < value <= MAX_SEPARATION):
+        # e.g. every item nearest a component at the centre: no offsets to regress on
+        return {"value": None, "interval": None, "modelled": False,
+                "note": f"separation not measured: it reads {value:.3g} on the {stand_in.name} stand-in's components "
+                        f"(not in (0, {MAX_SEPARATION:g}])"}
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return {"value": float(value), "interval": [float(lo), float(hi)], "modelled": True,
             "note": f"the {stand_in.name} stand-in's output carries it (component means pushed apart by it each "
