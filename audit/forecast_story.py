@@ -59,8 +59,11 @@ def trust_sentence() -> str:
                 f"λ settings, 3 seeds, {v['date']}), this forecast's horizon was within one generation of the real "
                 f"one in {v['horizon_within_1']} of {n}, its relative recall within 0.10 of the real median at every "
                 f"generation in {v['recall_within_0.10']} of {n} (tail coverage: {v['tail_within_0.10']} of {n}), "
-                f"and the real median lay inside its 10-90% band at {v['inside_band']:.0%} of generations "
-                "(benchmarks/README.md, real loops)")
+                f"and the real median lay inside its 10-90% band at {v['inside_band']:.0%} of generations"
+                + (f", inside the band widened by its error on real loops at {v['inside_calibrated_band']:.0%} "
+                   f"({v['inside_calibrated_band_other_family']:.0%} with the widening learned on the other model "
+                   "family alone)" if "inside_calibrated_band" in v else "")
+                + " (benchmarks/README.md, real loops)")
     except (OSError, ValueError, KeyError, TypeError):
         return "How far to trust it: not checked against real loops in this installation (real_loops.json missing)"
 
@@ -87,6 +90,10 @@ def horizon_sentence(fc: dict[str, Any]) -> str:
         head = (f"MAD horizon at generation {h['median']}: reused in the {fc['loop']} loop, this mixture's recall or tail coverage falls below {share} at "
                 f"generation {h['median']} (median over runs; 10% and 90% curves: {_generation(h['p10'])} and "
                 f"{_generation(h['p90'])})")
+    cal = h.get("calibrated")
+    if cal:
+        head += (f"; with the band widened by this method's error against real self-consuming loops, "
+                 f"{_generation(cal['p10'])} at the early end and {_generation(cal['p90'])} at the late end")
     return head + "."
 
 

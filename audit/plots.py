@@ -115,6 +115,10 @@ def forecast_axes(ax, generations: list[int], band: dict[str, list[float | None]
     def arr(key: str):
         return np.array([np.nan if v is None else v for v in band[key]], dtype=float)
 
+    if "calibrated_p10" in band:  # widened by the method's error against real loops
+        wide = ax.fill_between(generations, arr("calibrated_p10"), arr("calibrated_p90"), color=colour, alpha=0.08,
+                               label="widened by its error on real loops")
+        wide.set_gid("calibrated-band")
     fill = ax.fill_between(generations, arr("p10"), arr("p90"), color=colour, alpha=0.2, label="10–90% of runs")
     fill.set_gid("band")
     line, = ax.plot(generations, arr("median"), color=colour, lw=2, label=label)

@@ -93,6 +93,14 @@ def _forecast_agrees_with_the_truth(out, data, paths, truth):
     horizon = fc["summary"]["mad_horizon"]
     assert horizon["median"] != 1 and (isinstance(horizon["median"], str) or horizon["median"] > 1), horizon
     assert abs(fc["relative"]["recall"]["median"][0] - 1) <= 0.05
+    # The band widened by the method's error on real loops holds the Monte Carlo band, and the
+    # horizon read on it is no later at the early end than the Monte Carlo 10% curve's.
+    for name in ("recall", "tail_coverage"):
+        band = fc["relative"][name]
+        assert all(c <= p + 1e-12 for c, p in zip(band["calibrated_p10"], band["p10"]))
+        assert all(c >= p - 1e-12 for c, p in zip(band["calibrated_p90"], band["p90"]))
+    early = lambda h: float("inf") if isinstance(h, str) else h  # noqa: E731
+    assert early(horizon["calibrated"]["p10"]) <= early(horizon["p10"]), horizon
     adm = fc["summary"]["admissibility"]
     assert adm["effective_sample_size"] > 0
     # The synthetic part the forecast describes is the items the detector flags (score >= 0.5):
@@ -121,7 +129,7 @@ def _forecast_agrees_with_the_truth(out, data, paths, truth):
         text = open(paths[name]).read().replace("\\", "")  # Markdown escapes its markup characters
         assert "n_e = " in text and "worth" in text and "MAD horizon" in text
         assert "How far to trust it: against real loops" in text and "Synthetic part: precision" in text
-        assert "separation" in text
+        assert "separation" in text and "widened by this method" in text
 
 
 def test_detector_train_refuses_a_detector_that_cannot_separate(tmp_path, real_clip):

@@ -4,7 +4,8 @@
 - `standins`: the reference's PCA subspace and the generative stand-ins (gaussian, gmm, categorical);
 - `loops`: the loop models as a Monte Carlo, and the scoring of each generation;
 - `forecast`: a loop against its real-only baseline, the MAD horizon, admissibility;
-- `inputs`: p and lambda measured from an audit, and the synthetic part described by what it is.
+- `inputs`: p and lambda measured from an audit, and the synthetic part described by what it is;
+- `calibration`: the forecast's band widened by its error against real self-consuming loops.
 """
 
 from audit.projector.closed_forms import FrechetForecast, SqrtDeficit, fresh_fixed_point, fresh_limit

@@ -7,6 +7,10 @@ reads 1.0, and the MAD horizon is the first generation whose relative recall or 
 falls below `threshold` (default 0.9 of the baseline). Before forecasting, each stand-in is
 checked against a held-out real sample of the same size (precision and recall of generation 0);
 the default (`model="auto"`) takes the first that passes and says so when none does.
+
+The 10-90% bands are over Monte Carlo runs (and the inputs' intervals); relative recall and tail
+coverage also carry `calibrated_p10` / `calibrated_p90`, that band widened by the method's own
+error against real self-consuming loops (`calibration`), and the horizon read on those curves.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from audit.index import as_float32_matrix
 from audit.limits import check_forecast
+from audit.projector.calibration import calibrate, load_margins
 from audit.projector.closed_forms import FrechetForecast
 from audit.projector.loops import LOOPS, MAX_SEPARATION, simulate
 from audit.projector.standins import MODELS, ReferenceSpace, make_stand_in
@@ -146,7 +151,11 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
     baseline = {name: np.median(v, axis=0) for name, v in baseline_values.items()}
     relative = {name: v / np.where(baseline[name] > 0, baseline[name], np.nan) for name, v in values.items()}
 
+    relative_bands = summarise_runs(relative)
     summary: dict[str, Any] = {"mad_horizon": mad_horizon(relative, threshold)}
+    calibrated = calibrate(relative_bands, threshold, load_margins())
+    if calibrated is not None:
+        summary["mad_horizon"]["calibrated"] = calibrated
     if not all(c["passes"] for c in checks if c["model"] == chosen):
         summary["warning"] = f"the {chosen} stand-in does not reproduce the reference at generation 0 (see checks)"
     if search_fresh:
@@ -158,7 +167,7 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
         "fd_model": "FD of the fitted model N(mu_t, Sigma_t) to the stand-in's truth (MAD's, used for n_e)",
         "fd_output": "FD of its biased output N(mu_t, lambda Sigma_t), what the next model would emit"}
     return Forecast(loop, chosen, params, list(range(generations + 1)), summarise_runs(values),
-                    summarise_runs(relative), {k_: v.tolist() for k_, v in baseline.items()}, summary, checks,
+                    relative_bands, {k_: v.tolist() for k_, v in baseline.items()}, summary, checks,
                     runs_values=values)
 
 
