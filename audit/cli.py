@@ -552,6 +552,7 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
             measured = measured_inputs_from_report(from_report)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        separation = measured.pop("separation_reading", None)  # from the scan's forecast, not its inputs
     if candidate is not None:
         from detectors.fraction import estimate_fraction
         from detectors.probe import SupervisedProbe
@@ -566,6 +567,8 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
         except ValueError as exc:
             raise InputError(str(exc)) from None
         reference_vectors = ref.vectors
+        scores = report.item_scores.get("supervised")  # the items the detector calls synthetic, as scan takes
+        flagged = None if scores is None else cand.vectors[scores >= 0.5]
     else:
         from audit.io import load_side
 
@@ -581,15 +584,28 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
         if value is not None:  # a flag replaces the measured value and its interval
             inputs[key] = value
             inputs.pop(f"{key}_interval", None)
-    meaning = projector.inputs_meaning(measured) if measured else None
-    if meaning and lam is not None:
-        meaning.pop("lam_note", None)  # --lam replaced the measured lambda
     try:
         space = projector.ReferenceSpace.fit(reference_vectors, dim, seed=seed)
+        part = {}
+        if candidate is not None:
+            from audit.pipeline import synthetic_part_inputs
+
+            part = synthetic_part_inputs(space, reference_vectors, flagged, seed)
+            if "synthetic_scores" in part:
+                measured["synthetic_scores"] = part.pop("synthetic_scores")
+        elif "synthetic_scores" in measured:  # --from-report: the scan's reading of the flagged items
+            scores = measured["synthetic_scores"]
+            part = {"synthetic_recall": (scores["relative_recall"], *scores["relative_recall_interval"]),
+                    "separation_reading": separation}
+        if lam is not None:  # --lam replaces the lambda matched to the synthetic part's recall
+            part.pop("synthetic_recall", None)
+        meaning = projector.inputs_meaning(measured) if measured else None
+        if meaning and lam is not None:
+            meaning.pop("lam_note", None)  # --lam replaced the measured lambda
         loops = projector.LOOPS if loop == "all" else (loop,)
         forecasts = [projector.project(None, loop=lp, model=stand_in, generations=generations, runs=runs, seed=seed,
                                        threshold=threshold, space=space, search_fresh=lp == loops[0],
-                                       eval_size=eval_size, inputs_meaning=meaning, **inputs)
+                                       eval_size=eval_size, inputs_meaning=meaning, **inputs, **part)
                      for lp in loops]
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -601,7 +617,8 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
         return
     if measured:
         click.echo("measured on the candidate: " + ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in measured.items() if k != "method"))
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in measured.items()
+            if k != "method" and not isinstance(v, dict)))  # the synthetic part's reading: in the forecast's lines
     for fc in forecasts:
         click.echo(forecast_table(fc) + "\n")
     if plot:

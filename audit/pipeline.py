@@ -141,8 +141,10 @@ MEASURED_KEYS = {"real_fraction": "number", "real_fraction_interval": "interval"
 
 
 def measured_inputs_from_report(path: str | Path) -> dict[str, Any]:
-    """The forecast inputs a scan measured (p, lambda, n and their intervals), each checked."""
-    measured = ScanResult.from_json(path).to_dict()["forecast"]["measured_inputs"]
+    """The forecast inputs a scan measured (p, lambda, n and their intervals, the synthetic part's
+    scores where a detector flagged it, and its separation as `separation_reading`), each checked."""
+    forecast = ScanResult.from_json(path).to_dict()["forecast"]
+    measured = forecast["measured_inputs"]
     if not isinstance(measured, dict):
         raise ValueError(f"{path}: forecast.measured_inputs must be an object")
     if "reason" in measured and "real_fraction" not in measured:
@@ -160,6 +162,17 @@ def measured_inputs_from_report(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: forecast.measured_inputs.{key} = {value!r} is not a valid {kind}")
     if measured["lam"] <= 0:
         raise ValueError(f"{path}: forecast.measured_inputs.lam must be above 0")
+    scores = measured.get("synthetic_scores")
+    if scores is not None:  # what lambda is matched to: checked like the rest
+        interval = scores.get("relative_recall_interval") if isinstance(scores, dict) else None
+        if not (isinstance(interval, list) and len(interval) == 2 and all(_number(v) for v in interval)
+                and _number(scores.get("relative_recall")) and scores["relative_recall"] > 0):
+            raise ValueError(f"{path}: forecast.measured_inputs.synthetic_scores has no valid relative_recall "
+                             "with its interval")
+    # The scan measured the separation on the flagged items, which the report does not hold.
+    reading = (forecast.get("params") or {}).get("separation")
+    if isinstance(reading, dict):
+        measured["separation_reading"] = reading
     return measured
 
 
@@ -385,20 +398,32 @@ def _forecast(settings, x: np.ndarray, y: np.ndarray, estimate, k: int, tail_q: 
     if reason:
         return projector.Forecast.unavailable(settings.loop, reason), {"reason": reason}, space
     measured = projector.inputs_from_audit(x, y, estimate.value, (estimate.lower, estimate.upper), seed=seed)
-    recall, synthetic_items = None, None
-    if flagged is not None and len(flagged) >= MIN_FLAGGED_FOR_RECALL:
-        synthetic_items = flagged
-        real = x[np.setdiff1d(np.arange(len(x)), space.eval_rows)]
-        measured["synthetic_scores"] = projector.synthetic_scores(space, flagged, real, seed=seed)
-        scores = measured["synthetic_scores"]
-        recall = (scores["relative_recall"], *scores["relative_recall_interval"])
+    part = synthetic_part_inputs(space, x, flagged, seed)
+    if "synthetic_scores" in part:
+        measured["synthetic_scores"] = part["synthetic_scores"]
     forecast = projector.project(
         None, loop=settings.loop, model=settings.model, generations=settings.generations, runs=settings.runs,
         seed=seed, threshold=settings.threshold, space=space, k=k, eval_size=settings.eval_size,
         real_fraction=measured["real_fraction"], real_fraction_interval=measured["real_fraction_interval"],
-        lam=measured["lam"], lam_interval=measured["lam_interval"], n=measured["n"], synthetic_recall=recall,
-        synthetic_items=synthetic_items, inputs_meaning=projector.inputs_meaning(measured))
+        lam=measured["lam"], lam_interval=measured["lam_interval"], n=measured["n"],
+        synthetic_recall=part.get("synthetic_recall"), synthetic_items=part.get("synthetic_items"),
+        inputs_meaning=projector.inputs_meaning(measured))
     return forecast, measured, space
+
+
+def synthetic_part_inputs(space, reference: np.ndarray, flagged: np.ndarray | None, seed: int) -> dict[str, Any]:
+    """What the forecast takes from the items a detector calls synthetic, the same for `scan` and
+    `project CANDIDATE --detector`: their scores against the reference (`synthetic_scores`), the
+    recall lambda is matched to, and the items whose separation the forecast measures. Empty
+    with fewer than MIN_FLAGGED_FOR_RECALL of them (lambda then comes from the moments)."""
+    from audit import projector
+
+    if flagged is None or len(flagged) < MIN_FLAGGED_FOR_RECALL:
+        return {}
+    real = reference[np.setdiff1d(np.arange(len(reference)), space.eval_rows)]
+    scores = projector.synthetic_scores(space, flagged, real, seed=seed)
+    return {"synthetic_scores": scores, "synthetic_items": flagged,
+            "synthetic_recall": (scores["relative_recall"], *scores["relative_recall_interval"])}
 
 
 def _finite(v: float | None) -> bool:

@@ -125,11 +125,33 @@ def _forecast_agrees_with_the_truth(out, data, paths, truth):
         slack = max(sep["interval"][1] - sep["value"], truth_sep["interval"][1] - truth_sep["value"])
         assert min(truth_sep["value"], 1) - slack <= sep["value"] <= max(truth_sep["value"], 1) + slack, (truth_sep, sep)
         assert sep["used"] == max(sep["value"], 1.0)
+    _project_reads_the_synthetic_part_as_the_scan_did(out, paths, fc)
     for name in ("md", "html"):
         text = open(paths[name]).read().replace("\\", "")  # Markdown escapes its markup characters
         assert "n_e = " in text and "worth" in text and "MAD horizon" in text
         assert "How far to trust it: against real loops" in text and "Synthetic part: precision" in text
         assert "separation" in text and "widened by this method" in text
+
+
+def _project_reads_the_synthetic_part_as_the_scan_did(out, paths, fc):
+    """`project --from-report` and `project CANDIDATE --detector` describe the synthetic part as the
+    scan's own forecast did: the same lambda matched to the flagged items' recall (the report's
+    scores, or the same items flagged again) and the same separation reading, not the moments'
+    lambda the scan set aside."""
+    from click.testing import CliRunner
+
+    from audit.cli import main
+
+    common = ["--model", "pixels", "--cache", str(out / "embeddings.sqlite"), "--quiet", "--generations", "1",
+              "--runs", "4", "--json"]
+    for args in (["--from-report", paths["json"]], [str(out / "fixtures" / "candidate"), "--detector",
+                                                     str(out / "detector.json")]):
+        result = CliRunner().invoke(main, ["project", str(out / "fixtures" / "reference"), *args, *common])
+        assert result.exit_code == 0, result.output
+        params = json.loads(result.output)["forecasts"][0]["params"]
+        assert params["lam_source"] == fc["params"]["lam_source"], (args, params["lam_source"])
+        assert abs(params["lam"] - fc["params"]["lam"]) <= 1e-9, (args, params["lam"], fc["params"]["lam"])
+        assert params["separation"]["modelled"] == fc["params"]["separation"]["modelled"], args
 
 
 def test_detector_train_refuses_a_detector_that_cannot_separate(tmp_path, real_clip):

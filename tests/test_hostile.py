@@ -881,7 +881,10 @@ def test_from_report_with_missing_or_bad_inputs_is_exit_3(report_json, tmp_path)
     ref = save_npy(tmp_path / "ref.npy", vectors(60, 8))
     for change, words in [(lambda d: d["forecast"]["measured_inputs"].pop("lam", None), "lam"),
                           (lambda d: d["forecast"]["measured_inputs"].update(n="many", lam=0.5, real_fraction=0.5),
-                           "n")]:
+                           "n"),
+                          (lambda d: d["forecast"]["measured_inputs"].update(
+                              synthetic_scores={"relative_recall": "x", "relative_recall_interval": [0.1, 0.2]}),
+                           "synthetic_scores")]:
         path = tampered(report_json, tmp_path, change)
         assert_refused(run("project", ref, "--from-report", path, "--generations", "2", "--runs", "2"), 3, words)
 

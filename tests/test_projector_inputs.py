@@ -126,3 +126,49 @@ def test_separation_reads_classes_pushed_apart_and_one_on_real_items(real_clip):
     assert far["modelled"] is False and "not measured" in far["note"], far
     # Stand-ins without components say they cannot carry it.
     assert measure_separation(space, make_stand_in("gaussian", space, 0), test)["modelled"] is False
+
+
+def test_lambda_matched_to_a_recall_no_shrink_reaches_is_said_unmatched(food):
+    """A synthetic part with more recall than the stand-in has even at lambda = 1 (here: more than
+    a real sample's) has no matched lambda: the forecast assumes 1 with no interval and says so,
+    instead of a clipped 1.000 that looks measured. A reachable recall is matched: the stand-in's
+    output at that lambda has it (to the bisection's resolution and one recall step on the eval
+    points)."""
+    from audit.projector import ReferenceSpace, make_stand_in, project
+    from audit.projector.forecast import relative_recall
+
+    space = ReferenceSpace.fit(food["reference"], 32, eval_reference=300, seed=0)
+    kwargs = dict(loop="fresh", model="gmm", real_fraction=0.5, n=400, generations=1, runs=4, eval_size=300,
+                  space=space, search_fresh=False)
+    over = project(None, synthetic_recall=(1.3, 1.2, 1.4), **kwargs)
+    assert over.params["lam_matched"] is False and over.params["lam"] == 1.0 and over.params["lam_interval"] is None
+    assert over.params["lam_source"].startswith("not matched (1 assumed)")
+    matched = project(None, synthetic_recall=(0.7, 0.65, 0.75), **kwargs)
+    lam, (lo, hi) = matched.params["lam"], matched.params["lam_interval"]
+    assert matched.params["lam_matched"] and lo <= lam <= hi < 1
+    reached = relative_recall(space, make_stand_in("gmm", space, 0), lam, 300, 0)
+    assert abs(reached - 0.7) <= 2 / 300 / 0.9 + 0.01, reached
+
+
+def test_a_separation_read_from_a_scan_is_checked_as_a_measured_one(food):
+    """`project --from-report` has the scan's separation, not the items: a valid reading is carried
+    (pushed apart only, as when measured); one outside (0, 10], not finite, without its interval or
+    outside it is said not measured; a stand-in without components says it cannot carry it."""
+    from audit.projector import ReferenceSpace, make_stand_in, project
+    from audit.projector.forecast import separation_from_reading
+
+    space = ReferenceSpace.fit(food["reference"], 16, eval_reference=300, seed=0)
+    gmm = make_stand_in("gmm", space, 0)
+    good = {"value": 1.8, "interval": [1.6, 2.0], "modelled": True}
+    assert separation_from_reading(good, gmm)["value"] == 1.8
+    for bad in ({**good, "value": 30.0, "interval": [29.0, 31.0]}, {**good, "value": float("nan")},
+                {**good, "interval": None}, {**good, "value": 2.5}, {**good, "modelled": False}, {**good, "value": True}):
+        reading = separation_from_reading(bad, gmm)
+        assert reading["modelled"] is False and "not measured" in reading["note"], bad
+    assert separation_from_reading(good, make_stand_in("gaussian", space, 0))["modelled"] is False
+    fc = project(None, loop="fresh", model="gmm", real_fraction=0.5, n=300, generations=1, runs=4, eval_size=300,
+                 space=space, search_fresh=False, separation_reading={**good, "value": 0.9, "interval": [0.8, 1.0]})
+    assert fc.params["separation"]["modelled"] and fc.params["separation"]["used"] == 1.0
+    fc = project(None, loop="fresh", model="gmm", real_fraction=0.5, n=300, generations=1, runs=4, eval_size=300,
+                 space=space, search_fresh=False, separation_reading=good)
+    assert fc.params["separation"]["used"] == 1.8

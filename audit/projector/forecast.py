@@ -84,7 +84,7 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
             space: ReferenceSpace | None = None, real_fraction_interval: tuple[float, float] | None = None,
             lam_interval: tuple[float, float] | None = None,
             synthetic_recall: float | tuple[float, float, float] | None = None,
-            synthetic_items: np.ndarray | None = None,
+            synthetic_items: np.ndarray | None = None, separation_reading: dict[str, Any] | None = None,
             inputs_meaning: dict[str, Any] | None = None) -> Forecast:
     """Forecast the metrics over generations for one loop (see the module docstring).
 
@@ -99,7 +99,9 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
     how far apart it holds the stand-in's components against a real sample of the same size
     (`measure_separation`, 1 = as the reference), is carried by every generation's output, and
     lambda is matched to the recall at that separation. Stand-ins without components (gaussian,
-    categorical) cannot carry it; `params["separation"]` then says so.
+    categorical) cannot carry it; `params["separation"]` then says so. `separation_reading`: a
+    separation measured before (a scan's `params["separation"]`), used where the items are not at
+    hand (`project --from-report`).
     `inputs_meaning`: what the inputs say about the synthetic part, kept in `params`."""
     if loop not in LOOPS:
         raise ValueError(f"unknown loop '{loop}': use one of {', '.join(LOOPS)}")
@@ -124,8 +126,9 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
 
     stand_in = stand_ins[chosen]
     separation, separation_interval = 1.0, None
-    if synthetic_items is not None:
-        measured = measure_separation(space, stand_in, synthetic_items, seed)
+    measured = (measure_separation(space, stand_in, synthetic_items, seed) if synthetic_items is not None else
+                separation_from_reading(separation_reading, stand_in) if separation_reading is not None else None)
+    if measured is not None:
         params["separation"] = measured
         if measured["modelled"]:
             # Only a push apart: a part drawn toward the centre is a shrink, which lambda (matched
@@ -136,11 +139,19 @@ def project(reference: np.ndarray | None, loop: str = "fresh", model: str = "aut
             measured["used"] = separation
     if synthetic_recall is not None:
         target, *ends = np.atleast_1d(np.asarray(synthetic_recall, dtype=np.float64)).tolist()
-        lam = lam_for_recall(space, stand_in, target, eval_size, seed, separation)
-        lam_interval = tuple(sorted(lam_for_recall(space, stand_in, e, eval_size, seed, separation)
-                                    for e in ends)) or None
-        params.update(lam=lam, lam_interval=lam_interval, lam_source=f"the {chosen} stand-in's sampling bias at which "
-                      f"its output has the synthetic part's recall, {target:.3f} of a real sample's")
+        ceiling = relative_recall(space, stand_in, 1.0, eval_size, seed, separation)
+        if ceiling < target:
+            # No lambda in (0, 1] gives that recall: a clipped 1.000 would read as measured.
+            lam, lam_interval = 1.0, None
+            params.update(lam=lam, lam_interval=None, lam_matched=False, lam_source=unmatched_lambda_note(
+                chosen, ceiling, target, separation))
+        else:
+            lam = lam_for_recall(space, stand_in, target, eval_size, seed, separation)
+            lam_interval = tuple(sorted(lam_for_recall(space, stand_in, e, eval_size, seed, separation)
+                                        for e in ends)) or None
+            params.update(lam=lam, lam_interval=lam_interval, lam_matched=True,
+                          lam_source=f"the {chosen} stand-in's sampling bias at which its output has the synthetic "
+                                     f"part's recall, {target:.3f} of a real sample's")
     if inputs_meaning:
         params["inputs_meaning"] = inputs_meaning
     p_runs = _draws(real_fraction, real_fraction_interval, runs, seed, 0, (0.0, 1.0))
@@ -181,6 +192,17 @@ def relative_recall(space: ReferenceSpace, stand_in, lam: float, size: int, seed
     samples = stand_in.sample(rng, stand_in.truth_state(), lam, size, separation)
     _, recall = space.precision_recall(samples, held_out)
     return float(recall[0] / recall[1]) if recall[1] > 0 else float("nan")
+
+
+def unmatched_lambda_note(stand_in: str, ceiling: float, target: float, separation: float) -> str:
+    """One sentence: lambda could not be matched to the synthetic part's recall, what that can mean
+    and how to resolve it."""
+    pushed = f" pushed apart by {separation:.2f}" if separation > 1 else ""
+    return (f"not matched (1 assumed): even at λ = 1 the {stand_in} stand-in's output{pushed} has recall "
+            f"{ceiling:.3f} of a real sample's, below the synthetic part's {target:.3f}, which means the part "
+            "covers more than any shrink of the stand-in can (a generator that scatters its samples off the "
+            "reference, as guidance did in a CLIP prior, or real items among the flagged ones); its precision "
+            "tells which: low for scattered samples, as high as a real sample's for real items")
 
 
 def lam_for_recall(space: ReferenceSpace, stand_in, target: float, size: int, seed: int, separation: float = 1.0,
@@ -232,6 +254,25 @@ def measure_separation(space: ReferenceSpace, stand_in, synthetic: np.ndarray, s
     return {"value": float(value), "interval": [float(lo), float(hi)], "modelled": True,
             "note": f"the {stand_in.name} stand-in's output carries it (component means pushed apart by it each "
                     "generation, as classifier-free guidance pushes class means)"}
+
+
+def separation_from_reading(reading: dict[str, Any], stand_in) -> dict[str, Any]:
+    """A separation measured before (by `measure_separation`), checked as it is measured: a value
+    in (0, MAX_SEPARATION] with its interval, on a stand-in with components; else not modelled."""
+    if not hasattr(stand_in, "separation_of"):
+        return {"value": None, "interval": None, "modelled": False,
+                "note": f"the {stand_in.name} stand-in has no components to push apart: separation not modelled"}
+    value, interval = reading.get("value"), reading.get("interval")
+    numbers = [value, *(interval or [])]
+    if not (reading.get("modelled") and isinstance(interval, (list, tuple)) and len(interval) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+            and 0 < min(numbers) and max(numbers) <= MAX_SEPARATION and interval[0] <= value <= interval[1]):
+        return {"value": None, "interval": None, "modelled": False,
+                "note": "separation not measured: the scan's reading is missing or not a value in "
+                        f"(0, {MAX_SEPARATION:g}] inside its interval"}
+    return {"value": float(value), "interval": [float(v) for v in interval], "modelled": True,
+            "note": f"measured by the scan; the {stand_in.name} stand-in's output carries it (component means pushed "
+                    "apart by it each generation, as classifier-free guidance pushes class means)"}
 
 
 def _draws(value: float, interval: tuple[float, float] | None, runs: int, seed: int, stream: int,
