@@ -96,7 +96,10 @@ _THUMBNAIL = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]*={0,2}")
 
 
 def _band_text(m: dict[str, list[float]], t: int) -> str:
-    return f"{_fmt(m['median'][t], 3)} [{_fmt(m['p10'][t], 3)}, {_fmt(m['p90'][t], 3)}]"
+    text = f"{_fmt(m['median'][t], 3)} [{_fmt(m['p10'][t], 3)}, {_fmt(m['p90'][t], 3)}]"
+    if "calibrated_p10" in m:  # widened by the method's error against real loops
+        text += f" (widened {_fmt(m['calibrated_p10'][t], 3)} to {_fmt(m['calibrated_p90'][t], 3)})"
+    return text
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
