@@ -541,6 +541,7 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
     check_forecast(generations, runs, dim, eval_size, n)
     options = _embed_options(**flags)
     measured: dict = {}
+    separation = None  # a scan's separation reading (--from-report)
     if from_report is not None and candidate is not None:
         raise click.UsageError("give either CANDIDATE or --from-report, not both")
     if detector_path is not None and candidate is None:
@@ -594,9 +595,9 @@ def project(reference, candidate, detector_path, loop, stand_in, real_fraction, 
             if "synthetic_scores" in part:
                 measured["synthetic_scores"] = part.pop("synthetic_scores")
         elif "synthetic_scores" in measured:  # --from-report: the scan's reading of the flagged items
-            scores = measured["synthetic_scores"]
-            part = {"synthetic_recall": (scores["relative_recall"], *scores["relative_recall_interval"]),
-                    "separation_reading": separation}
+            from audit.pipeline import recall_target
+
+            part = {"synthetic_recall": recall_target(measured["synthetic_scores"]), "separation_reading": separation}
         if lam is not None:  # --lam replaces the lambda matched to the synthetic part's recall
             part.pop("synthetic_recall", None)
         meaning = projector.inputs_meaning(measured) if measured else None

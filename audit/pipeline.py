@@ -422,8 +422,12 @@ def synthetic_part_inputs(space, reference: np.ndarray, flagged: np.ndarray | No
         return {}
     real = reference[np.setdiff1d(np.arange(len(reference)), space.eval_rows)]
     scores = projector.synthetic_scores(space, flagged, real, seed=seed)
-    return {"synthetic_scores": scores, "synthetic_items": flagged,
-            "synthetic_recall": (scores["relative_recall"], *scores["relative_recall_interval"])}
+    return {"synthetic_scores": scores, "synthetic_items": flagged, "synthetic_recall": recall_target(scores)}
+
+
+def recall_target(scores: dict[str, Any]) -> tuple[float, float, float]:
+    """The synthetic part's relative recall with its interval: what lambda is matched to."""
+    return (scores["relative_recall"], *scores["relative_recall_interval"])
 
 
 def _finite(v: float | None) -> bool:
