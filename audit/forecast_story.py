@@ -10,6 +10,15 @@ def _interval(x: Any) -> str:
     return f" [{x[0]:.2f}, {x[1]:.2f}]" if x else ""
 
 
+def band_cell(m: dict[str, list[float]], t: int, fmt) -> str:
+    """Generation t of a metric: median [10%, 90%], and the band widened by the method's error
+    against real loops where the forecast carries one (one wording for terminal and report)."""
+    text = f"{fmt(m['median'][t])} [{fmt(m['p10'][t])}, {fmt(m['p90'][t])}]"
+    if "calibrated_p10" in m:
+        text += f" (widened {fmt(m['calibrated_p10'][t])} to {fmt(m['calibrated_p90'][t])})"
+    return text
+
+
 def inputs_line(fc: dict[str, Any]) -> str:
     p = fc["params"]
     return (f"real fraction p = {p['real_fraction']:.3f}{_interval(p.get('real_fraction_interval'))}, "

@@ -35,9 +35,10 @@ TABLE_RELATIVE = ("recall", "tail_coverage", "precision", "coverage")
 
 
 def forecast_table(forecast) -> str:
-    """One row per generation: the median (and 10-90% band) of each metric relative to the
-    real-only baseline, and the fitted model's FD; then the forecast's summary lines."""
-    from audit.forecast_story import summary_lines
+    """One row per generation: the median (and 10-90% band, and the band widened by the method's
+    error against real loops where there is one) of each metric relative to the real-only
+    baseline, and the fitted model's FD; then the forecast's summary lines."""
+    from audit.forecast_story import band_cell, summary_lines
 
     fc = forecast.to_dict()
     title = f"loop {fc['loop']}, stand-in {fc['model']}"
@@ -48,8 +49,7 @@ def forecast_table(forecast) -> str:
     for t in fc["generations"]:
         cells = [str(t)]
         for source, name in [("relative", n) for n in TABLE_RELATIVE] + [("metrics", "fd_model")]:
-            m = fc[source][name]
-            cells.append(f"{_fmt(m['median'][t])} [{_fmt(m['p10'][t])}, {_fmt(m['p90'][t])}]")
+            cells.append(band_cell(fc[source][name], t, _fmt))
         rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

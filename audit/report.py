@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from audit.forecast_story import horizon_sentence, summary_lines
+from audit.forecast_story import band_cell, horizon_sentence, summary_lines
 from audit.stages import skipped_lines
 from audit.io.atomic import write_text_atomic
 from audit.plots import forecast_svg, map_svg, rates_svg
@@ -96,10 +96,7 @@ _THUMBNAIL = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]*={0,2}")
 
 
 def _band_text(m: dict[str, list[float]], t: int) -> str:
-    text = f"{_fmt(m['median'][t], 3)} [{_fmt(m['p10'][t], 3)}, {_fmt(m['p90'][t], 3)}]"
-    if "calibrated_p10" in m:  # widened by the method's error against real loops
-        text += f" (widened {_fmt(m['calibrated_p10'][t], 3)} to {_fmt(m['calibrated_p90'][t], 3)})"
-    return text
+    return band_cell(m, t, lambda v: _fmt(v, 3))
 
 
 def _fmt(v: Any, digits: int = 4) -> str:

@@ -99,3 +99,28 @@ def test_margins_load_from_the_validation_file_or_read_none(tmp_path):
     assert load_margins(path)["tail_coverage"]["above"] == [0.0, 0.2]
     path.write_text(json.dumps({"band_margins": {"recall": {"below": [0]}}}))
     assert load_margins(path) is None
+
+
+def test_the_terminal_table_shows_the_widened_band_the_forecast_carries(real_clip):
+    """`project`'s terminal table: every generation's relative recall and tail coverage cell holds
+    the Monte Carlo band and the widened one, the numbers the forecast carries (4 significant
+    digits); metrics without a widening (precision) show the Monte Carlo band alone."""
+    import re
+
+    from audit.projector import project
+    from audit.render import forecast_table
+
+    fc = project(real_clip["food_train"][:800], loop="fully_synthetic", model="gmm", real_fraction=0.0, n=300,
+                 lam=0.7, generations=3, runs=6, dim=8, eval_size=200, search_fresh=False)
+    rows = [line.split("  ") for line in forecast_table(fc).splitlines()[3:3 + len(fc.generations)]]
+    number = r"([-\d.e+]+|n/a)"
+    for t, row in enumerate(rows):
+        cells = [c.strip() for c in row if c.strip()]
+        assert cells[0] == str(t)
+        for cell, name in zip(cells[1:3], ("recall", "tail_coverage")):
+            found = re.fullmatch(rf"{number} \[{number}, {number}\] \(widened {number} to {number}\)", cell)
+            band = fc.relative[name]
+            expected = [band[q][t] for q in ("median", "p10", "p90", "calibrated_p10", "calibrated_p90")]
+            assert found and all(float(v) == pytest.approx(e, rel=5e-4, abs=1e-12)
+                                 for v, e in zip(found.groups(), expected)), (cell, expected)
+        assert "widened" not in cells[3], cells  # precision: no widening learned
