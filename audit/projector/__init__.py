@@ -11,13 +11,13 @@
 from audit.projector.closed_forms import FrechetForecast, SqrtDeficit, fresh_fixed_point, fresh_limit
 from audit.projector.forecast import (Forecast, admissibility, check_stand_in, mad_horizon, measure_separation,
                                       project)
-from audit.projector.inputs import inputs_from_audit, inputs_meaning, lambda_from_moments, synthetic_scores
+from audit.projector.inputs import inputs_from_audit, inputs_meaning, synthetic_scores
 from audit.projector.loops import LOOPS, METRICS, evolve, simulate
 from audit.projector.standins import (MODELS, CategoricalStandIn, GaussianStandIn, MixtureStandIn, ReferenceSpace,
                                       make_stand_in, sample_stats, space_problem)
 
 __all__ = ["FrechetForecast", "SqrtDeficit", "fresh_fixed_point", "fresh_limit", "Forecast",
-           "admissibility", "check_stand_in", "mad_horizon", "measure_separation", "project", "inputs_from_audit", "inputs_meaning", "lambda_from_moments",
+           "admissibility", "check_stand_in", "mad_horizon", "measure_separation", "project", "inputs_from_audit", "inputs_meaning",
            "synthetic_scores",
            "LOOPS", "METRICS", "evolve", "simulate", "MODELS", "CategoricalStandIn", "GaussianStandIn",
            "MixtureStandIn", "ReferenceSpace", "make_stand_in", "sample_stats", "space_problem"]

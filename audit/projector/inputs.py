@@ -36,13 +36,6 @@ def _moments(x: np.ndarray) -> tuple[np.ndarray, float, float]:
     return mean, float(sq.mean()), float(sq.std(ddof=1) / math.sqrt(len(sq)))
 
 
-def lambda_from_moments(r: float, p: float) -> float:
-    """lambda solving r = p + (1 - p) lambda, clipped to [1e-3, 1] (1 when nothing is synthetic)."""
-    if p >= 1:
-        return 1.0
-    return float(np.clip((r - p) / (1 - p), 1e-3, 1.0))
-
-
 def synthetic_part(reference: np.ndarray, candidate: np.ndarray, p: float) -> dict[str, float]:
     """The synthetic part's offset (relative to the reference's RMS spread) and spread ratio, from
     the moments of the reference and the candidate at real fraction p < 1."""
